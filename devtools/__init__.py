@@ -1,0 +1,1 @@
+"""Local development helpers: embedded servers (services.py) and the `make up` supervisor (up.py)."""

@@ -1,0 +1,160 @@
+"""Settings: the environment, read once into a typed object.
+
+Every knob of the system is read here and nowhere else; the README's configuration table lists them.
+Without DATABASE_URL / REDIS_URL, the URLs of the embedded dev services (see devtools/services.py)
+are read from the state folder they publish to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Local, git-ignored state: embedded servers' data, the dev secret key, beat's schedule file.
+STATE_DIR = Path(os.environ.get("HV_STATE_DIR", PROJECT_ROOT / ".hypervisor"))
+SERVICES_FILE = STATE_DIR / "services.json"
+
+MIN_SECRET_KEY_BYTES = 32
+ENVIRONMENTS = ("development", "production", "test")
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a system that can start."""
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def embedded_services() -> dict:
+    """URLs published by a running dev-services process, or {} when none has published any."""
+    try:
+        return json.loads(SERVICES_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _dev_secret_key() -> str:
+    """A random key generated once per checkout and kept, so tokens survive a restart in development."""
+    path = STATE_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Pin the psycopg2 driver: SQLAlchemy 2.1 would otherwise pick psycopg 3 for `postgresql://`."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg2://" + database_url[len(prefix) :]
+    return database_url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with its documented default."""
+
+    env: str
+    database_url: str
+    redis_url: str
+    secret_key: str = field(repr=False)
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_port: int = 5555
+    jwt_issuer: str = "hypervisor"
+    jwt_audience: str = "hypervisor-api"
+    access_token_minutes: int = 15
+    refresh_token_days: int = 30
+    login_limits: str = "5/minute;20/hour"
+    login_address_limit: str = "30/minute"
+    register_limit: str = "10/hour"
+    join_limit: str = "10/minute"
+    refresh_limit: str = "60/minute"
+    ratelimit_enabled: bool = True
+    reconcile_seconds: int = 5
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> Settings:
+        """Read and check the environment; raise ConfigError with a readable message if it is unusable."""
+        env = dict(os.environ if environ is None else environ)
+        mode = env.get("HV_ENV", "development")
+        if mode not in ENVIRONMENTS:
+            raise ConfigError(f"HV_ENV must be one of {', '.join(ENVIRONMENTS)}, got {mode!r}")
+
+        database_url = env.get("DATABASE_URL") or ""
+        redis_url = env.get("REDIS_URL") or ""
+        if not (database_url and redis_url):
+            if mode == "production":
+                raise ConfigError("production needs DATABASE_URL and REDIS_URL")
+            embedded = embedded_services()
+            database_url = database_url or embedded.get("database_url", "")
+            redis_url = redis_url or embedded.get("redis_url", "")
+        if not (database_url and redis_url):
+            raise ConfigError(
+                "no DATABASE_URL / REDIS_URL and no embedded dev services running: "
+                "start them with `make services` (or `make up`), or set both variables"
+            )
+
+        secret_key = env.get("SECRET_KEY", "")
+        if mode == "production":
+            if len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+                raise ConfigError(
+                    f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_BYTES} bytes in production "
+                    '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
+                )
+        elif not secret_key:
+            secret_key = _dev_secret_key()
+        elif len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes")
+
+        return cls(
+            env=mode,
+            database_url=sqlalchemy_url(database_url),
+            redis_url=redis_url,
+            secret_key=secret_key,
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            api_host=env.get("API_HOST", "127.0.0.1"),
+            api_port=_int(env, "API_PORT", 8000),
+            flower_port=_int(env, "FLOWER_PORT", 5555),
+            access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", 15),
+            refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 30),
+            login_limits=env.get("LOGIN_LIMITS", "5/minute;20/hour"),
+            login_address_limit=env.get("LOGIN_ADDRESS_LIMIT", "30/minute"),
+            register_limit=env.get("REGISTER_LIMIT", "10/hour"),
+            join_limit=env.get("JOIN_LIMIT", "10/minute"),
+            refresh_limit=env.get("REFRESH_LIMIT", "60/minute"),
+            ratelimit_enabled=env.get("RATELIMIT_ENABLED", "true").lower() not in ("0", "false", "no"),
+            reconcile_seconds=_int(env, "RECONCILE_SECONDS", 5),
+        )
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings

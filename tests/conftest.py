@@ -1,0 +1,197 @@
+"""Real infrastructure for the suite: PostgreSQL, Redis, the app, and Celery worker processes.
+
+Without DATABASE_URL / REDIS_URL the suite starts embedded servers (devtools/services.py) under
+.hypervisor/test. With them, it uses those servers but never their data: a database `<name>_test`
+is (re)created beside the given one, and Redis database 15 (or TEST_REDIS_URL) is used and flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_STATE = ROOT / ".hypervisor" / "test"
+
+
+def _external_servers() -> tuple[str, str] | None:
+    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    if not (database_url and redis_url):
+        return None
+    from devtools.services import ensure_database
+
+    parts = urlsplit(database_url)
+    test_name = (parts.path.lstrip("/") or "hypervisor") + "_test"
+    ensure_database(database_url.replace("postgresql+psycopg2://", "postgresql://"), test_name, recreate=True)
+    test_database_url = urlunsplit(parts._replace(path="/" + test_name))
+    test_redis_url = os.environ.get("TEST_REDIS_URL") or urlunsplit(urlsplit(redis_url)._replace(path="/15"))
+    return test_database_url, test_redis_url
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """(database_url, redis_url) of a fresh test database and a flushed Redis; exported to the environment
+    before any application module reads its settings, so the app and worker processes use them too."""
+    external = _external_servers()
+    embedded = None
+    if external:
+        database_url, redis_url = external
+    else:
+        from devtools.services import EmbeddedServices, ensure_database
+
+        embedded = EmbeddedServices(TEST_STATE).start()
+        ensure_database(embedded.database_server_uri, "hypervisor_test", recreate=True)
+        database_url, redis_url = embedded.database_url("hypervisor_test"), embedded.redis_url
+    os.environ.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        HV_ENV="test",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        HV_STATE_DIR=str(TEST_STATE),
+    )
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    _migrate(database_url)
+    yield database_url, redis_url
+    if embedded is not None:
+        embedded.stop()
+
+
+def _migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def settings(servers):
+    from shared.config import get_settings
+
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    from api import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings):
+    from shared.redis import get_redis
+
+    return get_redis(settings.redis_url)
+
+
+@pytest.fixture
+def clean(app, redis_client):
+    """Empty tables and a flushed Redis before the test: each test starts from nothing."""
+    from sqlalchemy import text
+
+    from shared.db import Base, db
+
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    if tables:
+        with db.engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    redis_client.flushdb()
+    yield
+    db.session.remove()
+
+
+@pytest.fixture
+def client(app, clean):
+    return app.test_client()
+
+
+@pytest.fixture
+def session(app, clean):
+    """A database session for arranging and checking state directly."""
+    from shared.db import db
+
+    yield db.session
+    db.session.remove()
+
+
+class WorkerProcess:
+    """A real `celery worker` process of this project, started and stopped by the suite."""
+
+    def __init__(self, name: str, concurrency: int = 2) -> None:
+        self.name = name
+        self.log_path = TEST_STATE / f"worker-{name}.log"
+        from shared.queues import QUEUES
+
+        self.command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            ",".join(QUEUES),
+            "--hostname",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, celery_app, timeout: float = 60) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")  # noqa: SIM115  (kept open for the process's lifetime)
+        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: {self.log_path.read_text()[-2000:]}")
+            replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5)
+            if replies:
+                return self
+        raise RuntimeError(f"worker {self.name} did not answer within {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    @property
+    def hostname(self) -> str:
+        import socket
+
+        return f"{self.name}@{socket.gethostname()}"
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_app(app):
+    return app.extensions["celery"]
+
+
+@pytest.fixture(scope="session")
+def worker(celery_app):
+    """One real worker process for the session (tests that kill workers start their own)."""
+    process = WorkerProcess("test-worker").start(celery_app)
+    yield process
+    process.stop()

@@ -1,0 +1,1 @@
+"""Celery workers: the app (built from the Flask app), thin tasks, and the per-cluster lock."""

@@ -1,0 +1,3 @@
+"""Task modules; celeryconfig.imports loads this package, which loads them all."""
+
+from worker.tasks import maintenance  # noqa: F401
