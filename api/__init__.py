@@ -7,7 +7,9 @@ from datetime import timedelta
 
 from flask import Flask
 
+from api.access import enforce_declared_access
 from api.extensions import init_extensions
+from api.ratelimit import init_limiter
 from shared.config import Settings, get_settings
 from shared.db import db
 from worker.factory import make_celery
@@ -58,8 +60,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(lambda _exc: db.session.remove())
 
     api = init_extensions(app)
+    init_limiter(app)
     from api import health
+    from api.auth.routes import blp as auth
+    from api.organizations.routes import blp as organizations
 
-    api.register_blueprint(health.blp)
+    for blueprint in (health.blp, auth, organizations):
+        api.register_blueprint(blueprint)
+    enforce_declared_access(app)
     make_celery(app)
     return app

@@ -7,11 +7,17 @@ from http import HTTPStatus
 
 import flask_smorest
 import marshmallow as ma
+import redis
 from flask import Flask
 from flask_jwt_extended import JWTManager
+from flask_limiter.errors import RateLimitExceeded
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from api import access
 from shared.errors import DomainError
+from shared.identity import tokens
+from shared.redis import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +53,27 @@ def error_body(code: int, message: str | None = None, errors: dict | None = None
     return body
 
 
+class Schema(ma.Schema):
+    """Base schema: unknown fields are refused (422), never silently dropped."""
+
+    class Meta:
+        unknown = ma.RAISE
+        ordered = True
+
+
+class ErrorSchema(Schema):
+    """Every error body (API.md, Conventions)."""
+
+    code = ma.fields.Integer(required=True, metadata={"description": "The HTTP status code."})
+    status = ma.fields.String(required=True, metadata={"description": "The status phrase."})
+    message = ma.fields.String(required=True, metadata={"description": "What is wrong, in one sentence."})
+    errors = ma.fields.Dict(metadata={"description": "Per-field messages (422)."})
+
+
 class Api(flask_smorest.Api):
     """flask-smorest's Api, with every error in the same JSON shape."""
+
+    ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error: HTTPException):
         data = getattr(error, "data", None) or {}
@@ -72,16 +97,28 @@ class Api(flask_smorest.Api):
         return error_body(error.code, message, errors), error.code, headers
 
 
+DENIAL_DESCRIPTIONS = {
+    401: "No, invalid, expired or revoked token.",
+    403: "Your role in the organization does not allow this.",
+    404: "Not found, or not in one of your organizations.",
+}
+
+
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint; one subclass so blueprint-wide policy has a home."""
+    """flask-smorest's Blueprint, with `access`: every view declares who may call it (api/access.py)."""
 
+    def access(self, rule: access.Rule):
+        """Enforce `rule` before the view, and document its security and its denials in the spec."""
 
-class Schema(ma.Schema):
-    """Base schema: unknown fields are refused (422), never silently dropped."""
+        def decorator(view):
+            view = access.guard(rule)(view)
+            if rule.credential is not None:
+                view = self.doc(security=[{BEARER_SCHEME: []}])(view)
+            for status in rule.denials:
+                view = self.alt_response(status, schema=ErrorSchema, description=DENIAL_DESCRIPTIONS[status])(view)
+            return view
 
-    class Meta:
-        unknown = ma.RAISE
-        ordered = True
+        return decorator
 
 
 def init_extensions(app: Flask) -> Api:
@@ -111,3 +148,18 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
     jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("A fresh login is required."))
     jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
     jwt.user_lookup_error_loader(lambda header, payload: unauthorized("The token's user no longer exists."))
+
+    @jwt.token_in_blocklist_loader
+    def _revoked(_header, payload) -> bool:
+        return tokens.is_revoked(get_redis(app.extensions["settings"].redis_url), payload["jti"])
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(OperationalError)
+    def handle_unavailable(error):
+        # A dependency outage is the client's 503 (retry later), not a 500 with a trace.
+        log.warning("dependency unavailable: %s", error)
+        return error_body(503, "A backing service is unavailable; try again shortly."), 503, {"Retry-After": "5"}
+
+    @app.errorhandler(RateLimitExceeded)
+    def handle_rate_limited(error):
+        return error_body(429, f"Too many attempts ({error.description}): wait and try again."), 429

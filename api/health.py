@@ -6,6 +6,7 @@ from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import text
 
+from api.access import PUBLIC
 from api.extensions import Blueprint, error_body
 from shared.db import db
 from shared.redis import get_redis
@@ -24,6 +25,7 @@ def _check_redis() -> None:
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @blp.access(PUBLIC)
     @blp.response(200)
     def get(self):
         """Liveness: the process is up (no I/O)."""
@@ -32,6 +34,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @blp.access(PUBLIC)
     @blp.response(200)
     @blp.alt_response(503, description="A dependency is unreachable; `checks` says which.")
     def get(self):

@@ -84,8 +84,9 @@ class Settings:
     refresh_token_days: int = 30
     login_limits: str = "5/minute;20/hour"
     login_address_limit: str = "30/minute"
-    register_limit: str = "10/hour"
+    register_limit: str = "60/minute"
     join_limit: str = "10/minute"
+    join_address_limit: str = "60/minute"
     refresh_limit: str = "60/minute"
     ratelimit_enabled: bool = True
     reconcile_seconds: int = 5
@@ -141,8 +142,9 @@ class Settings:
             refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 30),
             login_limits=env.get("LOGIN_LIMITS", "5/minute;20/hour"),
             login_address_limit=env.get("LOGIN_ADDRESS_LIMIT", "30/minute"),
-            register_limit=env.get("REGISTER_LIMIT", "10/hour"),
+            register_limit=env.get("REGISTER_LIMIT", "60/minute"),
             join_limit=env.get("JOIN_LIMIT", "10/minute"),
+            join_address_limit=env.get("JOIN_ADDRESS_LIMIT", "60/minute"),
             refresh_limit=env.get("REFRESH_LIMIT", "60/minute"),
             ratelimit_enabled=env.get("RATELIMIT_ENABLED", "true").lower() not in ("0", "false", "no"),
             reconcile_seconds=_int(env, "RECONCILE_SECONDS", 5),

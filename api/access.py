@@ -1,0 +1,164 @@
+"""Who may call what: every route declares its access rule, and this module enforces it.
+
+Deny by default: `create_app` refuses to start if a route declares no rule, and a request to such a
+route is refused. Organization-scoped rules find the organization from the path (an organization,
+cluster or deployment id) and ask `organizations.require_member`: not a member is 404, exactly like a
+missing id; a role too low is 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
+
+from shared.db import db
+from shared.errors import Forbidden, Unauthorized
+from shared.organizations import service as organizations
+from shared.organizations.roles import Role
+
+ACCESS_ATTRIBUTE = "_hv_access"
+# Blueprints that are not ours to guard: flask-smorest's spec and docs pages.
+UNGUARDED_BLUEPRINTS = {"api-docs"}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """How to find the organization that owns the object a path parameter names."""
+
+    organization_of: Callable[..., uuid.UUID | None]
+    not_found: str
+
+
+def _organization_itself(*, session, object_id: uuid.UUID) -> uuid.UUID:
+    return object_id
+
+
+# Path parameter -> its scope. Resource modules register theirs (see register_scope).
+SCOPES: dict[str, Scope] = {"org_id": Scope(_organization_itself, organizations.ORGANIZATION_NOT_FOUND)}
+
+
+def register_scope(parameter: str, organization_of: Callable[..., uuid.UUID | None], not_found: str) -> None:
+    SCOPES[parameter] = Scope(organization_of, not_found)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An access rule: no credential, a token (access or refresh), or membership with a minimum role."""
+
+    credential: str | None = "access"
+    role: Role | None = None
+    scope: str = "org_id"
+
+    @property
+    def denials(self) -> tuple[int, ...]:
+        if self.credential is None:
+            return ()
+        return (401, 403, 404) if self.role else (401,)
+
+
+PUBLIC = Rule(credential=None)
+USER = Rule()
+REFRESH = Rule(credential="refresh")
+
+
+def member(role: Role, of: str = "org_id") -> Rule:
+    """Members of the organization that owns the path's `of` object, with at least `role`."""
+    if of not in SCOPES:
+        raise ValueError(f"no scope registered for path parameter {of!r}")
+    return Rule(role=role, scope=of)
+
+
+def current_user_id() -> uuid.UUID:
+    return g.user_id
+
+
+def current_claims() -> dict:
+    """The verified token's claims."""
+    return g.jwt
+
+
+def current_member():
+    """The caller's membership in the organization the route is scoped to."""
+    return g.member
+
+
+def _authenticate(rule: Rule) -> None:
+    verify_jwt_in_request(refresh=rule.credential == "refresh")
+    try:
+        g.user_id = uuid.UUID(get_jwt_identity())
+    except (TypeError, ValueError):
+        raise Unauthorized("The token is invalid.") from None
+    g.jwt = get_jwt()
+
+
+def guard(rule: Rule):
+    """Decorator enforcing `rule` before the view (and before its body is parsed)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if rule.credential is not None:
+                _authenticate(rule)
+            if rule.role is not None:
+                scope = SCOPES[rule.scope]
+                organization_id = scope.organization_of(session=db.session, object_id=kwargs[rule.scope])
+                g.member = organizations.require_member(
+                    session=db.session,
+                    organization_id=organization_id,
+                    user_id=g.user_id,
+                    role=rule.role,
+                    not_found=scope.not_found,
+                )
+            return view(*args, **kwargs)
+
+        setattr(wrapper, ACCESS_ATTRIBUTE, rule)
+        return wrapper
+
+    return decorator
+
+
+def _view_method(app: Flask, endpoint: str, method: str):
+    view = app.view_functions[endpoint]
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return view
+    return getattr(view_class, method.lower(), None)
+
+
+def _declared(app: Flask, endpoint: str, method: str) -> bool:
+    if endpoint == "static" or endpoint.split(".", 1)[0] in UNGUARDED_BLUEPRINTS:
+        return True
+    handler = _view_method(app, endpoint, method)
+    return handler is not None and hasattr(handler, ACCESS_ATTRIBUTE)
+
+
+def undeclared_routes(app: Flask) -> list[str]:
+    """Routes (method and path) that declare no access rule."""
+    missing = []
+    for url_rule in app.url_map.iter_rules():
+        for method in sorted(url_rule.methods - {"HEAD", "OPTIONS"}):
+            if not _declared(app, url_rule.endpoint, method):
+                missing.append(f"{method} {url_rule.rule}")
+    return missing
+
+
+def enforce_declared_access(app: Flask) -> None:
+    """Refuse to start with an undeclared route, and refuse to serve one at run time too."""
+    missing = undeclared_routes(app)
+    if missing:
+        raise RuntimeError(f"routes without an access rule: {', '.join(missing)}")
+
+    @app.before_request
+    def _deny_undeclared():
+        endpoint = request.endpoint
+        if (
+            endpoint
+            and request.method not in ("HEAD", "OPTIONS")
+            and not _declared(current_app, endpoint, request.method)
+        ):
+            raise Forbidden("This route declares no access rule, so it serves no one.")

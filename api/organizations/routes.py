@@ -1,0 +1,158 @@
+"""Organizations, invites and members (API.md, "Organizations and membership")."""
+
+from flask.views import MethodView
+
+from api import ratelimit
+from api.access import USER, current_member, current_user_id, member
+from api.extensions import Blueprint, ErrorSchema
+from api.organizations.schemas import (
+    InviteIn,
+    InviteOut,
+    JoinIn,
+    MemberOut,
+    OrganizationIn,
+    OrganizationOut,
+    OrganizationSummaryOut,
+    RoleIn,
+)
+from shared.db import db
+from shared.organizations import service as organizations
+from shared.organizations.roles import Role
+
+blp = Blueprint("organizations", __name__, url_prefix="/api/v1/organizations", description="Organizations and members.")
+
+
+def _member_out(membership, username):
+    return {
+        "user_id": membership.user_id,
+        "username": username,
+        "role": membership.role,
+        "joined_at": membership.joined_at,
+    }
+
+
+@blp.route("")
+class Organizations(MethodView):
+    @blp.access(USER)
+    @blp.arguments(OrganizationIn)
+    @blp.response(201, OrganizationOut)
+    def post(self, body):
+        """Create an organization; you become its admin."""
+        organization, membership, invite = organizations.create(
+            session=db.session, actor_id=current_user_id(), name=body["name"]
+        )
+        return {
+            "id": organization.id,
+            "name": organization.name,
+            "role": membership.role,
+            "invite_code": invite.code,
+            "created_at": organization.created_at,
+        }
+
+    @blp.access(USER)
+    @blp.response(200, OrganizationSummaryOut(many=True))
+    def get(self):
+        """Your organizations, with your role in each."""
+        rows = organizations.list_for_user(session=db.session, user_id=current_user_id())
+        return [{"id": o.id, "name": o.name, "role": role} for o, role in rows]
+
+
+@blp.route("/join")
+class Join(MethodView):
+    @blp.access(USER)
+    @ratelimit.join
+    @blp.arguments(JoinIn)
+    @blp.response(200, OrganizationSummaryOut)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown, revoked, expired or used-up code.")
+    @blp.alt_response(409, schema=ErrorSchema, description="You are already a member.")
+    @blp.alt_response(429, schema=ErrorSchema, description="Too many wrong codes: wait before trying again.")
+    def post(self, body):
+        """Join an organization with an invite code, in the role the code grants."""
+        organization, membership = organizations.join(
+            session=db.session, user_id=current_user_id(), code=body["invite_code"]
+        )
+        return {"id": organization.id, "name": organization.name, "role": membership.role}
+
+
+@blp.route("/<uuid:org_id>")
+class OrganizationDetail(MethodView):
+    @blp.access(member(Role.VIEWER))
+    @blp.response(200, OrganizationOut)
+    def get(self, org_id):
+        """One of your organizations; admins also see its standing invite code."""
+        organization = organizations.get(session=db.session, organization_id=org_id)
+        me = current_member()
+        body = {
+            "id": organization.id,
+            "name": organization.name,
+            "role": me.role,
+            "created_at": organization.created_at,
+        }
+        if Role(me.role).allows(Role.ADMIN):
+            invite = organizations.default_invite(session=db.session, organization_id=org_id)
+            body["invite_code"] = invite.code if invite else None
+        return body
+
+
+@blp.route("/<uuid:org_id>/invites")
+class Invites(MethodView):
+    @blp.access(member(Role.ADMIN))
+    @blp.arguments(InviteIn)
+    @blp.response(201, InviteOut)
+    def post(self, body, org_id):
+        """Issue an invite code granting `role`, optionally limited in uses and time."""
+        return organizations.create_invite(
+            session=db.session,
+            organization_id=org_id,
+            actor_id=current_user_id(),
+            role=Role(body["role"]),
+            max_uses=body["max_uses"],
+            expires_in_hours=body["expires_in_hours"],
+        )
+
+    @blp.access(member(Role.ADMIN))
+    @blp.response(200, InviteOut(many=True))
+    def get(self, org_id):
+        """The organization's usable invite codes, newest first."""
+        return organizations.list_invites(session=db.session, organization_id=org_id)
+
+
+@blp.route("/<uuid:org_id>/invites/<string:code>")
+class InviteDetail(MethodView):
+    @blp.access(member(Role.ADMIN))
+    @blp.response(204)
+    def delete(self, org_id, code):
+        """Revoke an invite code, at once."""
+        organizations.revoke_invite(session=db.session, organization_id=org_id, code=code)
+
+
+@blp.route("/<uuid:org_id>/members")
+class Members(MethodView):
+    @blp.access(member(Role.VIEWER))
+    @blp.response(200, MemberOut(many=True))
+    def get(self, org_id):
+        """The organization's members and their roles."""
+        return [
+            _member_out(m, name) for m, name in organizations.list_members(session=db.session, organization_id=org_id)
+        ]
+
+
+@blp.route("/<uuid:org_id>/members/<uuid:user_id>")
+class MemberDetail(MethodView):
+    @blp.access(member(Role.ADMIN))
+    @blp.arguments(RoleIn)
+    @blp.response(200, MemberOut)
+    @blp.alt_response(409, schema=ErrorSchema, description="The last admin cannot be demoted.")
+    def patch(self, body, org_id, user_id):
+        """Change a member's role."""
+        membership = organizations.change_role(
+            session=db.session, organization_id=org_id, user_id=user_id, role=Role(body["role"])
+        )
+        return _member_out(membership, organizations.username_of(session=db.session, user_id=user_id))
+
+    @blp.access(member(Role.VIEWER))
+    @blp.response(204)
+    @blp.alt_response(409, schema=ErrorSchema, description="The last admin cannot leave.")
+    def delete(self, org_id, user_id):
+        """Remove a member (admins), or leave the organization (anyone, for themselves)."""
+        organizations.remove_member(session=db.session, actor=current_member(), user_id=user_id)

@@ -1,0 +1,52 @@
+"""Registration and authentication."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.errors import Conflict, Unauthorized
+from shared.identity.models import User
+from shared.identity.passwords import hash_password, needs_rehash, verify_password
+
+WRONG_CREDENTIALS = "Wrong username or password."
+
+
+def _by_username(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+
+
+def register(*, session: Session, username: str, email: str, password: str) -> User:
+    """Create a user; 409 if the username or email is taken (case-insensitively)."""
+    taken = session.scalar(
+        select(User).where((func.lower(User.username) == username.lower()) | (func.lower(User.email) == email.lower()))
+    )
+    if taken is not None:
+        field = "username" if taken.username.lower() == username.lower() else "email"
+        raise Conflict(f"That {field} is already registered.")
+    user = User(username=username, email=email, password_hash=hash_password(password))
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:  # lost a race with an identical registration
+        session.rollback()
+        raise Conflict("That username or email is already registered.") from None
+    return user
+
+
+def authenticate(*, session: Session, username: str, password: str) -> User:
+    """The user with these credentials; the same 401, after the same work, for a wrong name or password."""
+    user = _by_username(session, username)
+    if not verify_password(user.password_hash if user else None, password):
+        raise Unauthorized(WRONG_CREDENTIALS)
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        session.commit()
+    return user
+
+
+def get(*, session: Session, user_id: uuid.UUID) -> User | None:
+    return session.get(User, user_id)

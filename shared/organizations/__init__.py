@@ -1,0 +1,1 @@
+"""Organizations, memberships (which carry the roles) and invite codes."""
