@@ -190,7 +190,7 @@ def test_a_tampered_signature_is_401(client, auth):
 
 def test_a_tampered_payload_is_401(client, auth):
     me, other = auth.user(), auth.user()
-    header, payload, signature = me.access_token.split(".")
+    header, _payload, signature = me.access_token.split(".")
     claims = _claims_of(me.access_token) | {"sub": str(other.id)}
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     assert client.get(ME, headers=bearer(f"{header}.{forged_payload}.{signature}")).status_code == 401
