@@ -50,7 +50,7 @@ test: install-dev  ## lint, then the whole suite against real PostgreSQL, Redis 
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-bench: install-dev  ## benchmarks, printing their figures
+bench: install-dev  ## benchmarks, printing their figures (no servers needed)
 	$(PY) -m bench
 
 chaos: install-dev  ## the long chaos run: workers killed and stopped, Redis and PostgreSQL restarted

@@ -67,6 +67,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     for blueprint in (health.blp, auth, organizations):
         api.register_blueprint(blueprint)
-    enforce_declared_access(app)
     make_celery(app)
+    enforce_declared_access(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from http import HTTPStatus
 
@@ -149,6 +150,8 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
     jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
     jwt.user_lookup_error_loader(lambda header, payload: unauthorized("The token's user no longer exists."))
 
+    _verify_with_current_or_previous_key(app, jwt)
+
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload) -> bool:
         return tokens.is_revoked(get_redis(app.extensions["settings"].redis_url), payload["jti"])
@@ -163,3 +166,21 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
     @app.errorhandler(RateLimitExceeded)
     def handle_rate_limited(error):
         return error_body(429, f"Too many attempts ({error.description}): wait and try again."), 429
+
+
+def key_id(key: str) -> str:
+    """A public, non-reversible name for a signing key, carried in each token's `kid` header."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _verify_with_current_or_previous_key(app: Flask, jwt: JWTManager) -> None:
+    """Sign with SECRET_KEY; also accept tokens signed with SECRET_KEY_PREVIOUS, so a key rotation logs no one out."""
+    settings = app.extensions["settings"]
+    keys = {key_id(settings.secret_key): settings.secret_key}
+    if settings.previous_secret_key:
+        keys[key_id(settings.previous_secret_key)] = settings.previous_secret_key
+    current = key_id(settings.secret_key)
+
+    jwt.additional_headers_loader(lambda _identity: {"kid": current})
+    # An unknown kid gets the current key, and so fails verification unless it was signed with it.
+    jwt.decode_key_loader(lambda header, _payload: keys.get(header.get("kid"), settings.secret_key))

@@ -74,6 +74,7 @@ class Settings:
     database_url: str
     redis_url: str
     secret_key: str = field(repr=False)
+    previous_secret_key: str = field(default="", repr=False)
     log_level: str = "INFO"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -129,11 +130,16 @@ class Settings:
         elif len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise ConfigError(f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes")
 
+        previous_secret_key = env.get("SECRET_KEY_PREVIOUS", "")
+        if previous_secret_key and len(previous_secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(f"SECRET_KEY_PREVIOUS is shorter than {MIN_SECRET_KEY_BYTES} bytes")
+
         return cls(
             env=mode,
             database_url=sqlalchemy_url(database_url),
             redis_url=redis_url,
             secret_key=secret_key,
+            previous_secret_key=previous_secret_key,
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             api_host=env.get("API_HOST", "127.0.0.1"),
             api_port=_int(env, "API_PORT", 8000),

@@ -278,3 +278,19 @@ def test_cookie_mode_refresh_and_logout(client):
     assert out.status_code == 204
     assert _cookie(client, "access_token_cookie") is None
     assert client.get(ME).status_code == 401
+
+
+# --- key rotation -------------------------------------------------------------------------------
+
+
+def test_rotating_secret_key_keeps_tokens_signed_with_the_previous_one(auth, settings):
+    import dataclasses
+
+    from api import create_app
+
+    me = auth.user()
+    new_key = "a brand new signing key, long enough to be safe"
+    during = create_app(dataclasses.replace(settings, secret_key=new_key, previous_secret_key=settings.secret_key))
+    assert during.test_client().get(ME, headers=me.headers).status_code == 200
+    after = create_app(dataclasses.replace(settings, secret_key=new_key))
+    assert after.test_client().get(ME, headers=me.headers).status_code == 401

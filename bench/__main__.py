@@ -1,0 +1,22 @@
+"""`python -m bench [name ...]`: run the benchmarks (all by default) and print their tables."""
+
+import sys
+
+from bench import passwords
+
+BENCHMARKS = {"passwords": passwords.run}
+
+
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+        return 2
+    for name in names or BENCHMARKS:
+        print(f"\n== {name}")
+        BENCHMARKS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,201 @@
+"""The authorization matrix: every route x every kind of caller x own / other org's / missing object.
+
+The routes come from the app's own route table: a route missing from EXPECTED fails
+`test_every_route_is_in_the_matrix`, so no new route escapes it. Expectations are written here from
+API.md, independently of the rules the routes declare. Every denied request is also shown to have
+changed nothing in the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from flask_jwt_extended import create_access_token
+from sqlalchemy import text
+
+from shared.db import Base
+
+ROLE_RANK = {"viewer": 0, "developer": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class Expect:
+    """Who may call a route: 'public', 'user', 'refresh' or a minimum role; and what success looks like."""
+
+    who: str
+    success: tuple[int, ...]
+    body: str | None = None  # name of a body builder in World.body
+
+
+# (method, Flask rule) -> expectation, from API.md.
+EXPECTED = {
+    ("GET", "/healthz"): Expect("public", (200,)),
+    ("GET", "/readyz"): Expect("public", (200,)),
+    ("POST", "/api/v1/auth/register"): Expect("public", (201,), "register"),
+    ("POST", "/api/v1/auth/login"): Expect("public", (200,), "login"),
+    ("POST", "/api/v1/auth/refresh"): Expect("refresh", (200,)),
+    ("POST", "/api/v1/auth/logout"): Expect("user", (204,)),
+    ("GET", "/api/v1/auth/me"): Expect("user", (200,)),
+    ("POST", "/api/v1/organizations"): Expect("user", (201,), "organization"),
+    ("GET", "/api/v1/organizations"): Expect("user", (200,)),
+    ("POST", "/api/v1/organizations/join"): Expect("user", (200, 409), "join"),
+    ("GET", "/api/v1/organizations/<uuid:org_id>"): Expect("viewer", (200,)),
+    ("POST", "/api/v1/organizations/<uuid:org_id>/invites"): Expect("admin", (201,), "invite"),
+    ("GET", "/api/v1/organizations/<uuid:org_id>/invites"): Expect("admin", (200,)),
+    ("DELETE", "/api/v1/organizations/<uuid:org_id>/invites/<string:code>"): Expect("admin", (204,)),
+    ("GET", "/api/v1/organizations/<uuid:org_id>/members"): Expect("viewer", (200,)),
+    ("PATCH", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (200,), "role"),
+    # "admin, or the member itself": the target here is never the caller, so only admins may.
+    ("DELETE", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (204,)),
+}
+
+IDENTITIES = [
+    "anonymous",
+    "expired",
+    "revoked",
+    "viewer",
+    "developer",
+    "admin",
+    "other-viewer",
+    "other-developer",
+    "other-admin",
+]
+TARGETS = ["own", "other", "missing"]
+
+
+def _app_routes(app):
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.endpoint.startswith("api-docs"):
+            continue
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method, rule.rule))
+    return routes
+
+
+def test_every_route_is_in_the_matrix(app):
+    assert _app_routes(app) == set(EXPECTED), "add the new route to EXPECTED, with who may call it"
+
+
+class Org:
+    def __init__(self, auth, session, name):
+        from shared.organizations import service as organizations
+
+        self.organization, self.admin = auth.org(name)
+        self.id = self.organization.id
+        self.viewer = auth.member("viewer", self.organization)
+        self.developer = auth.member("developer", self.organization)
+        self.subject = auth.member("viewer", self.organization)  # the member that member routes act on
+        self.invite = organizations.create_invite(
+            session=session, organization_id=self.id, actor_id=self.admin.id, role=organizations.Role.VIEWER
+        )
+
+
+class World:
+    """Two organizations with a member of each role, built fresh for every case."""
+
+    def __init__(self, app, auth, session, redis_client):
+        self.app = app
+        self.mine = Org(auth, session, "mine")
+        self.theirs = Org(auth, session, "theirs")
+        with app.app_context():
+            self.expired = create_access_token(identity=str(self.mine.admin.id), expires_delta=timedelta(seconds=-5))
+        revoked = auth.user()
+        self.revoked = revoked.access_token
+        import jwt as pyjwt
+
+        jti = pyjwt.decode(revoked.access_token, options={"verify_signature": False})["jti"]
+        redis_client.set(f"hv:revoked:{jti}", "1", ex=600)
+
+    def headers(self, identity):
+        tokens = {"anonymous": None, "expired": self.expired, "revoked": self.revoked}
+        if identity in tokens:
+            token = tokens[identity]
+        else:
+            org = self.theirs if identity.startswith("other-") else self.mine
+            token = getattr(org, identity.removeprefix("other-")).access_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def path(self, rule, target):
+        org = {"own": self.mine, "other": self.theirs}.get(target)
+        values = {
+            "<uuid:org_id>": str(org.id) if org else str(uuid.uuid4()),
+            "<uuid:user_id>": str(org.subject.id) if org else str(uuid.uuid4()),
+            "<string:code>": org.invite.code if org else "no-such-code",
+        }
+        for placeholder, value in values.items():
+            rule = rule.replace(placeholder, value)
+        return rule
+
+    def body(self, name):
+        if name is None:
+            return None
+        return {
+            "register": {
+                "username": f"new{uuid.uuid4().hex[:8]}",
+                "email": f"{uuid.uuid4().hex[:8]}@example.com",
+                "password": "correct horse battery",
+            },
+            "login": {"username": self.mine.admin.username, "password": "correct horse battery"},
+            "organization": {"name": "another"},
+            "join": {"invite_code": self.mine.invite.code},
+            "invite": {"role": "viewer"},
+            "role": {"role": "developer"},
+        }[name]
+
+
+def _snapshot(session) -> dict:
+    snapshot = {}
+    for table in Base.metadata.sorted_tables:
+        snapshot[table.name] = session.execute(
+            text(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{table.name}\" t")
+        ).scalar()
+    session.rollback()
+    return snapshot
+
+
+def _expected_status(expect: Expect, identity: str, target: str | None) -> int | tuple[int, ...]:
+    if expect.who == "public":
+        return expect.success
+    if identity in ("anonymous", "expired", "revoked") or expect.who == "refresh":
+        return 401  # (the matrix's callers hold access tokens: a refresh route refuses them all)
+    if expect.who == "user":
+        return expect.success
+    if target == "missing":
+        return 404
+    caller_is_other = identity.startswith("other-")
+    object_is_other = target == "other"
+    if caller_is_other != object_is_other:
+        return 404  # not a member of the object's organization: the same as missing
+    role = identity.removeprefix("other-")
+    return expect.success if ROLE_RANK[role] >= ROLE_RANK[expect.who] else 403
+
+
+def _cases():
+    for method, rule in sorted(EXPECTED):
+        scoped = "<" in rule
+        for identity in IDENTITIES:
+            for target in TARGETS if scoped else [None]:
+                label = f"{method} {rule} as {identity}" + (f" on {target}" if target else "")
+                yield pytest.param(method, rule, identity, target, id=label)
+
+
+@pytest.mark.parametrize("method, rule, identity, target", list(_cases()))
+def test_authorization(app, client, auth, session, redis_client, method, rule, identity, target):
+    expect = EXPECTED[(method, rule)]
+    world = World(app, auth, session, redis_client)
+    expected = _expected_status(expect, identity, target)
+    before = _snapshot(session)
+
+    response = client.open(
+        world.path(rule, target or "own"), method=method, json=world.body(expect.body), headers=world.headers(identity)
+    )
+
+    allowed = expected if isinstance(expected, tuple) else (expected,)
+    assert response.status_code in allowed, response.json
+    if response.status_code in (401, 403, 404):
+        assert set(response.json) == {"code", "status", "message"}
+        assert _snapshot(session) == before, "a denied request changed the database"

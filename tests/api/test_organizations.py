@@ -1,0 +1,266 @@
+"""Organizations, invite codes and memberships (API.md "Organizations and membership")."""
+
+import threading
+import uuid
+from datetime import timedelta
+
+from shared.timeutil import utcnow
+
+ORGS = "/api/v1/organizations"
+
+
+def join(client, identity, code):
+    return client.post(f"{ORGS}/join", json={"invite_code": code}, headers=identity.headers)
+
+
+def test_the_creator_is_admin_and_gets_a_developer_invite_code(client, auth):
+    me = auth.user()
+    response = client.post(ORGS, json={"name": "acme"}, headers=me.headers)
+    assert response.status_code == 201
+    body = response.json
+    assert body["role"] == "admin" and body["name"] == "acme"
+    assert len(body["invite_code"]) >= 22  # >= 128 bits, URL-safe base64
+
+    newcomer = auth.user()
+    joined = join(client, newcomer, body["invite_code"])
+    assert joined.status_code == 200
+    assert joined.json == {"id": body["id"], "name": "acme", "role": "developer"}
+
+
+def test_organization_names_are_validated(client, auth):
+    me = auth.user()
+    for name in ("", " padded ", "x" * 129, "tab\tinside"):
+        assert client.post(ORGS, json={"name": name}, headers=me.headers).status_code == 422, name
+
+
+def test_the_list_holds_only_the_callers_organizations(client, auth):
+    mine, me = auth.org("mine")
+    auth.org("theirs")
+    listed = client.get(ORGS, headers=me.headers).json
+    assert listed == [{"id": str(mine.id), "name": "mine", "role": "admin"}]
+
+
+def test_only_admins_see_the_invite_code(client, auth):
+    organization, admin = auth.org()
+    developer = auth.member("developer", organization)
+    as_admin = client.get(f"{ORGS}/{organization.id}", headers=admin.headers).json
+    as_developer = client.get(f"{ORGS}/{organization.id}", headers=developer.headers).json
+    assert as_admin["invite_code"]
+    assert "invite_code" not in as_developer and as_developer["role"] == "developer"
+
+
+def test_another_organization_is_404_exactly_like_a_missing_one(client, auth):
+    organization, _ = auth.org()
+    outsider = auth.user()
+    other = client.get(f"{ORGS}/{organization.id}", headers=outsider.headers)
+    missing = client.get(f"{ORGS}/{uuid.uuid4()}", headers=outsider.headers)
+    assert other.status_code == missing.status_code == 404
+    assert other.json == missing.json
+
+
+def test_joining_twice_is_409(client, auth):
+    organization, admin = auth.org()
+    code = client.get(f"{ORGS}/{organization.id}", headers=admin.headers).json["invite_code"]
+    me = auth.user()
+    assert join(client, me, code).status_code == 200
+    assert join(client, me, code).status_code == 409
+
+
+def test_an_unknown_code_is_404(client, auth):
+    assert join(client, auth.user(), "no-such-code").status_code == 404
+
+
+# --- invites -----------------------------------------------------------------------------------
+
+
+def create_invite(client, organization, admin, **body):
+    return client.post(f"{ORGS}/{organization.id}/invites", json=body, headers=admin.headers)
+
+
+def test_an_invite_grants_its_role(client, auth):
+    organization, admin = auth.org()
+    invite = create_invite(client, organization, admin, role="viewer").json
+    assert invite["role"] == "viewer" and invite["uses"] == 0
+    assert join(client, auth.user(), invite["code"]).json["role"] == "viewer"
+    admin_invite = create_invite(client, organization, admin, role="admin").json
+    assert join(client, auth.user(), admin_invite["code"]).json["role"] == "admin"
+
+
+def test_an_invite_is_used_up_after_max_uses(client, auth):
+    organization, admin = auth.org()
+    invite = create_invite(client, organization, admin, role="viewer", max_uses=2).json
+    assert join(client, auth.user(), invite["code"]).status_code == 200
+    assert join(client, auth.user(), invite["code"]).status_code == 200
+    used_up = join(client, auth.user(), invite["code"])
+    assert used_up.status_code == 404
+
+
+def test_max_uses_holds_under_concurrent_joins(app, auth):
+    organization, admin = auth.org()
+    with app.test_client() as client:
+        code = create_invite(client, organization, admin, max_uses=1).json["code"]
+    joiners = [auth.user() for _ in range(6)]
+    statuses = []
+
+    def attempt(identity):
+        with app.test_client() as own_client:
+            statuses.append(join(own_client, identity, code).status_code)
+
+    threads = [threading.Thread(target=attempt, args=(j,)) for j in joiners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] + [404] * 5
+
+
+def test_an_expired_invite_is_404(client, auth, session):
+    from shared.organizations.models import Invite
+
+    organization, admin = auth.org()
+    invite = create_invite(client, organization, admin, expires_in_hours=1).json
+    assert invite["expires_at"]
+    row = session.get(Invite, invite["code"])
+    row.expires_at = utcnow() - timedelta(seconds=1)
+    session.commit()
+    assert join(client, auth.user(), invite["code"]).status_code == 404
+
+
+def test_a_revoked_invite_is_404_at_once(client, auth):
+    organization, admin = auth.org()
+    invite = create_invite(client, organization, admin).json
+    revoked = client.delete(f"{ORGS}/{organization.id}/invites/{invite['code']}", headers=admin.headers)
+    assert revoked.status_code == 204
+    assert join(client, auth.user(), invite["code"]).status_code == 404
+    listed = client.get(f"{ORGS}/{organization.id}/invites", headers=admin.headers).json
+    assert invite["code"] not in [i["code"] for i in listed]
+
+
+def test_revoking_the_standing_code_hides_it(client, auth):
+    organization, admin = auth.org()
+    code = client.get(f"{ORGS}/{organization.id}", headers=admin.headers).json["invite_code"]
+    client.delete(f"{ORGS}/{organization.id}/invites/{code}", headers=admin.headers)
+    assert client.get(f"{ORGS}/{organization.id}", headers=admin.headers).json["invite_code"] is None
+    assert join(client, auth.user(), code).status_code == 404
+
+
+def test_an_invite_of_another_organization_cannot_be_revoked(client, auth):
+    mine, admin = auth.org()
+    theirs, their_admin = auth.org()
+    code = create_invite(client, theirs, their_admin).json["code"]
+    response = client.delete(f"{ORGS}/{mine.id}/invites/{code}", headers=admin.headers)
+    assert response.status_code == 404
+    assert join(client, auth.user(), code).status_code == 200
+
+
+def test_invite_input_is_validated(client, auth):
+    organization, admin = auth.org()
+    for body in ({"role": "owner"}, {"max_uses": 0}, {"expires_in_hours": -1}, {"uses": 3}, {"code": "mine"}):
+        assert create_invite(client, organization, admin, **body).status_code == 422, body
+
+
+# --- members -----------------------------------------------------------------------------------
+
+
+def members(client, organization, identity):
+    return client.get(f"{ORGS}/{organization.id}/members", headers=identity.headers)
+
+
+def test_members_are_listed_with_roles(client, auth):
+    organization, admin = auth.org()
+    viewer = auth.member("viewer", organization)
+    listed = members(client, organization, viewer).json
+    assert {(m["username"], m["role"]) for m in listed} == {(admin.username, "admin"), (viewer.username, "viewer")}
+
+
+def test_an_admin_changes_a_role(client, auth):
+    organization, admin = auth.org()
+    viewer = auth.member("viewer", organization)
+    response = client.patch(
+        f"{ORGS}/{organization.id}/members/{viewer.id}", json={"role": "developer"}, headers=admin.headers
+    )
+    assert response.status_code == 200 and response.json["role"] == "developer"
+
+
+def test_the_last_admin_cannot_be_demoted(client, auth):
+    organization, admin = auth.org()
+    response = client.patch(
+        f"{ORGS}/{organization.id}/members/{admin.id}", json={"role": "viewer"}, headers=admin.headers
+    )
+    assert response.status_code == 409 and "last admin" in response.json["message"]
+
+
+def test_an_admin_can_step_down_once_another_admin_exists(client, auth):
+    organization, admin = auth.org()
+    second = auth.member("admin", organization)
+    response = client.patch(
+        f"{ORGS}/{organization.id}/members/{admin.id}", json={"role": "viewer"}, headers=admin.headers
+    )
+    assert response.status_code == 200
+    assert (
+        client.patch(
+            f"{ORGS}/{organization.id}/members/{second.id}", json={"role": "viewer"}, headers=second.headers
+        ).status_code
+        == 409
+    )
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, auth, session):
+    from shared.organizations.models import Membership
+
+    organization, first = auth.org()
+    second = auth.member("admin", organization)
+    statuses = []
+
+    def demote(actor, target):
+        with app.test_client() as client:
+            response = client.patch(
+                f"{ORGS}/{organization.id}/members/{target.id}", json={"role": "viewer"}, headers=actor.headers
+            )
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=demote, args=pair) for pair in ((first, second), (second, first))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    session.expire_all()
+    admins = session.query(Membership).filter_by(organization_id=organization.id, role="admin").count()
+    assert admins == 1
+    assert sorted(statuses) in ([200, 403], [200, 409])
+
+
+def test_the_last_admin_cannot_leave(client, auth):
+    organization, admin = auth.org()
+    response = client.delete(f"{ORGS}/{organization.id}/members/{admin.id}", headers=admin.headers)
+    assert response.status_code == 409
+
+
+def test_a_member_can_leave(client, auth):
+    organization, _ = auth.org()
+    viewer = auth.member("viewer", organization)
+    assert client.delete(f"{ORGS}/{organization.id}/members/{viewer.id}", headers=viewer.headers).status_code == 204
+    assert client.get(f"{ORGS}/{organization.id}", headers=viewer.headers).status_code == 404
+
+
+def test_a_developer_cannot_remove_another_member(client, auth):
+    organization, admin = auth.org()
+    developer = auth.member("developer", organization)
+    response = client.delete(f"{ORGS}/{organization.id}/members/{admin.id}", headers=developer.headers)
+    assert response.status_code == 403
+
+
+def test_role_changes_accept_only_known_roles(client, auth):
+    organization, admin = auth.org()
+    viewer = auth.member("viewer", organization)
+    for body in ({"role": "owner"}, {}, {"role": "admin", "user_id": str(admin.id)}):
+        response = client.patch(f"{ORGS}/{organization.id}/members/{viewer.id}", json=body, headers=admin.headers)
+        assert response.status_code == 422, body
+
+
+def test_a_missing_member_is_404(client, auth):
+    organization, admin = auth.org()
+    response = client.patch(
+        f"{ORGS}/{organization.id}/members/{uuid.uuid4()}", json={"role": "viewer"}, headers=admin.headers
+    )
+    assert response.status_code == 404
