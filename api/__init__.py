@@ -63,9 +63,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_limiter(app)
     from api import health
     from api.auth.routes import blp as auth
+    from api.clusters.routes import blp as clusters
+    from api.deployments.routes import blp as deployments
     from api.organizations.routes import blp as organizations
 
-    for blueprint in (health.blp, auth, organizations):
+    for blueprint in (health.blp, auth, organizations, clusters, deployments):
         api.register_blueprint(blueprint)
     make_celery(app)
     enforce_declared_access(app)

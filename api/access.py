@@ -15,7 +15,10 @@ from functools import wraps
 from flask import Flask, g
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 
+from shared.clusters import service as clusters
+from shared.clusters.accounting import CLUSTER_NOT_FOUND
 from shared.db import db
+from shared.deployments import service as deployments
 from shared.errors import Unauthorized
 from shared.organizations import service as organizations
 from shared.organizations.roles import Role
@@ -37,12 +40,12 @@ def _organization_itself(*, session, object_id: uuid.UUID) -> uuid.UUID:
     return object_id
 
 
-# Path parameter -> its scope. Resource modules register theirs (see register_scope).
-SCOPES: dict[str, Scope] = {"org_id": Scope(_organization_itself, organizations.ORGANIZATION_NOT_FOUND)}
-
-
-def register_scope(parameter: str, organization_of: Callable[..., uuid.UUID | None], not_found: str) -> None:
-    SCOPES[parameter] = Scope(organization_of, not_found)
+# Path parameter -> how to find its organization, and what to say when the caller may not know it exists.
+SCOPES: dict[str, Scope] = {
+    "org_id": Scope(_organization_itself, organizations.ORGANIZATION_NOT_FOUND),
+    "cluster_id": Scope(clusters.organization_of, CLUSTER_NOT_FOUND),
+    "deployment_id": Scope(deployments.organization_of, deployments.DEPLOYMENT_NOT_FOUND),
+}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from api import access
+from api.pagination import DEFAULT_PAGINATION
 from shared.errors import DomainError
 from shared.identity import tokens
 from shared.redis import get_redis
@@ -107,6 +108,8 @@ DENIAL_DESCRIPTIONS = {
 
 class Blueprint(flask_smorest.Blueprint):
     """flask-smorest's Blueprint, with `access`: every view declares who may call it (api/access.py)."""
+
+    DEFAULT_PAGINATION_PARAMETERS = DEFAULT_PAGINATION
 
     def access(self, rule: access.Rule):
         """Enforce `rule` before the view, and document its security and its denials in the spec."""

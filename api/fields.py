@@ -1,6 +1,10 @@
 """Field types shared by the resource schemas."""
 
+import math
+
 import marshmallow as ma
+
+from shared.resources import from_units, to_units
 
 NAME = ma.validate.Length(min=1, max=128)
 
@@ -18,3 +22,85 @@ class Name(ma.fields.String):
         if not text.isprintable():
             raise ma.ValidationError("Use printable characters only.")
         return text
+
+
+class Quantity(ma.fields.Field):
+    """A non-negative JSON number with at most 3 decimals, loaded as exact integer units (x `scale`).
+
+    Strings, booleans, NaN and infinities are refused: a resource request is a number, and exact.
+    """
+
+    default_error_messages = {
+        "type": "Must be a number.",
+        "finite": "Must be a finite number.",
+        "decimals": "Use at most 3 decimals.",
+        "range": "Must be between 0 and {maximum}.",
+    }
+
+    def __init__(self, *, scale: int, maximum: int, integer: bool = False, **kwargs):
+        self.scale, self.maximum, self.integer = scale, maximum, integer
+        kind = {"type": "integer"} if integer else {"type": "number", "multipleOf": 0.001}
+        kwargs.setdefault("metadata", {}).update({**kind, "minimum": 0, "maximum": maximum})
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.make_error("finite")
+        if self.integer and value != int(value):
+            raise ma.ValidationError("Must be a whole number.")
+        if not 0 <= value <= self.maximum:
+            raise self.make_error("range", maximum=self.maximum)
+        try:
+            return to_units(value, self.scale)
+        except ValueError:
+            raise self.make_error("decimals") from None
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else from_units(value, self.scale)
+
+
+# A Docker image reference: [registry[:port]/]path[:tag][@digest], lower-case path components.
+IMAGE_PATTERN = (
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
+    r"(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+class ImageRef(ma.fields.String):
+    def __init__(self, **kwargs):
+        super().__init__(
+            validate=[
+                ma.validate.Length(min=1, max=255),
+                ma.validate.Regexp(IMAGE_PATTERN, error="Not a Docker image reference (e.g. ghcr.io/acme/train:1.2)."),
+            ],
+            **kwargs,
+        )
+
+
+def _reject_non_numbers(field: ma.fields.Number, value):
+    # JSON numbers only: marshmallow would take "5" or true as 5 and 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise field.make_error("invalid")
+
+
+class StrictInteger(ma.fields.Integer):
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        _reject_non_numbers(self, value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictFloat(ma.fields.Float):
+    def __init__(self, **kwargs):
+        super().__init__(allow_nan=False, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        _reject_non_numbers(self, value)
+        return super()._deserialize(value, attr, data, **kwargs)

@@ -1,6 +1,18 @@
 """Every table of the system, imported in one place so Alembic and the tests see the whole schema."""
 
+from shared.clusters.models import Allocation, Cluster
+from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent
 from shared.identity.models import User
 from shared.organizations.models import Invite, Membership, Organization
 
-__all__ = ["Invite", "Membership", "Organization", "User"]
+__all__ = [
+    "Allocation",
+    "Cluster",
+    "Deployment",
+    "DeploymentDependency",
+    "DeploymentEvent",
+    "Invite",
+    "Membership",
+    "Organization",
+    "User",
+]

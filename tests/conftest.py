@@ -263,3 +263,53 @@ class Auth:
 @pytest.fixture
 def auth(app, session, password_hash):
     return Auth(app, session, password_hash)
+
+
+class Fleet:
+    """Clusters and deployments arranged directly through the services, for tests that act on them."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def cluster(self, organization, name=None, cpu=8, ram_gb=32, gpu=4):
+        from shared.clusters import service as clusters
+        from shared.resources import Resources
+
+        return clusters.create(
+            session=self.session,
+            organization_id=organization.id,
+            name=name or f"cluster-{secrets.token_hex(3)}",
+            capacity=Resources.from_api(cpu, ram_gb, gpu),
+        )
+
+    def deployment(self, cluster, owner, name=None, cpu=1, ram_gb=1, gpu=0, priority=500, **options):
+        from shared.deployments import service as deployments
+        from shared.resources import Resources
+
+        return deployments.submit(
+            session=self.session,
+            cluster_id=cluster.id,
+            actor_id=owner.id,
+            actor_name=owner.username,
+            name=name or f"job-{secrets.token_hex(3)}",
+            image="ghcr.io/acme/train:1",
+            resources=Resources.from_api(cpu, ram_gb, gpu),
+            priority=priority,
+            **options,
+        )
+
+    def start(self, deployment):
+        """Run a queued deployment now, as a scheduling pass would."""
+        from shared.clusters.accounting import lock_cluster
+        from shared.deployments import transitions
+
+        cluster = lock_cluster(self.session, deployment.cluster_id)
+        self.session.refresh(deployment)
+        transitions.start(self.session, cluster, deployment)
+        self.session.commit()
+        return deployment
+
+
+@pytest.fixture
+def fleet(session):
+    return Fleet(session)

@@ -15,6 +15,7 @@ from api.organizations.schemas import (
     OrganizationSummaryOut,
     RoleIn,
 )
+from api.pagination import page_of
 from shared.db import db
 from shared.organizations import service as organizations
 from shared.organizations.roles import Role
@@ -51,10 +52,11 @@ class Organizations(MethodView):
 
     @blp.access(USER)
     @blp.response(200, OrganizationSummaryOut(many=True))
-    def get(self):
+    @blp.paginate()
+    def get(self, pagination_parameters):
         """Your organizations, with your role in each."""
         rows = organizations.list_for_user(session=db.session, user_id=current_user_id())
-        return [{"id": o.id, "name": o.name, "role": role} for o, role in rows]
+        return page_of([{"id": o.id, "name": o.name, "role": role} for o, role in rows], pagination_parameters)
 
 
 @blp.route("/join")
@@ -112,9 +114,10 @@ class Invites(MethodView):
 
     @blp.access(member(Role.ADMIN))
     @blp.response(200, InviteOut(many=True))
-    def get(self, org_id):
+    @blp.paginate()
+    def get(self, org_id, pagination_parameters):
         """The organization's usable invite codes, newest first."""
-        return organizations.list_invites(session=db.session, organization_id=org_id)
+        return page_of(organizations.list_invites(session=db.session, organization_id=org_id), pagination_parameters)
 
 
 @blp.route("/<uuid:org_id>/invites/<string:code>")
@@ -130,11 +133,11 @@ class InviteDetail(MethodView):
 class Members(MethodView):
     @blp.access(member(Role.VIEWER))
     @blp.response(200, MemberOut(many=True))
-    def get(self, org_id):
+    @blp.paginate()
+    def get(self, org_id, pagination_parameters):
         """The organization's members and their roles."""
-        return [
-            _member_out(m, name) for m, name in organizations.list_members(session=db.session, organization_id=org_id)
-        ]
+        rows = organizations.list_members(session=db.session, organization_id=org_id)
+        return page_of([_member_out(m, name) for m, name in rows], pagination_parameters)
 
 
 @blp.route("/<uuid:org_id>/members/<uuid:user_id>")

@@ -50,6 +50,19 @@ EXPECTED = {
     ("PATCH", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (200,), "role"),
     # "admin, or the member itself": the target here is never the caller, so only admins may.
     ("DELETE", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (204,)),
+    ("POST", "/api/v1/organizations/<uuid:org_id>/clusters"): Expect("admin", (201,), "cluster"),
+    ("GET", "/api/v1/organizations/<uuid:org_id>/clusters"): Expect("viewer", (200,)),
+    ("GET", "/api/v1/clusters/<uuid:cluster_id>"): Expect("viewer", (200,)),
+    ("PATCH", "/api/v1/clusters/<uuid:cluster_id>"): Expect("admin", (200,), "resize"),
+    # The world's cluster runs a deployment: deleting it is a conflict even for its admin.
+    ("DELETE", "/api/v1/clusters/<uuid:cluster_id>"): Expect("admin", (409,)),
+    ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("developer", (202,), "deployment"),
+    ("GET", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("viewer", (200,)),
+    ("GET", "/api/v1/deployments/<uuid:deployment_id>"): Expect("viewer", (200,)),
+    ("GET", "/api/v1/deployments/<uuid:deployment_id>/events"): Expect("viewer", (200,)),
+    ("POST", "/api/v1/deployments/<uuid:deployment_id>/complete"): Expect("developer", (200,)),
+    ("POST", "/api/v1/deployments/<uuid:deployment_id>/fail"): Expect("developer", (200,), "failure"),
+    ("POST", "/api/v1/deployments/<uuid:deployment_id>/cancel"): Expect("developer", (200,)),
 }
 
 IDENTITIES = [
@@ -81,7 +94,7 @@ def test_every_route_is_in_the_matrix(app):
 
 
 class Org:
-    def __init__(self, auth, session, name):
+    def __init__(self, auth, session, fleet, name):
         from shared.organizations import service as organizations
 
         self.organization, self.admin = auth.org(name)
@@ -92,15 +105,17 @@ class Org:
         self.invite = organizations.create_invite(
             session=session, organization_id=self.id, actor_id=self.admin.id, role=organizations.Role.VIEWER
         )
+        self.cluster = fleet.cluster(self.organization, name="main")
+        self.deployment = fleet.start(fleet.deployment(self.cluster, self.admin, gpu=1))
 
 
 class World:
     """Two organizations with a member of each role, built fresh for every case."""
 
-    def __init__(self, app, auth, session, redis_client):
+    def __init__(self, app, auth, session, fleet, redis_client):
         self.app = app
-        self.mine = Org(auth, session, "mine")
-        self.theirs = Org(auth, session, "theirs")
+        self.mine = Org(auth, session, fleet, "mine")
+        self.theirs = Org(auth, session, fleet, "theirs")
         with app.app_context():
             self.expired = create_access_token(identity=str(self.mine.admin.id), expires_delta=timedelta(seconds=-5))
         revoked = auth.user()
@@ -125,6 +140,8 @@ class World:
             "<uuid:org_id>": str(org.id) if org else str(uuid.uuid4()),
             "<uuid:user_id>": str(org.subject.id) if org else str(uuid.uuid4()),
             "<string:code>": org.invite.code if org else "no-such-code",
+            "<uuid:cluster_id>": str(org.cluster.id) if org else str(uuid.uuid4()),
+            "<uuid:deployment_id>": str(org.deployment.id) if org else str(uuid.uuid4()),
         }
         for placeholder, value in values.items():
             rule = rule.replace(placeholder, value)
@@ -144,6 +161,10 @@ class World:
             "join": {"invite_code": self.mine.invite.code},
             "invite": {"role": "viewer"},
             "role": {"role": "developer"},
+            "cluster": {"name": f"c-{uuid.uuid4().hex[:6]}", "cpu": 4, "ram_gb": 16, "gpu": 1},
+            "resize": {"cpu": 64},
+            "deployment": {"name": "train", "image": "ghcr.io/acme/train:1", "cpu": 1, "ram_gb": 2, "gpu": 0},
+            "failure": {"reason": "out of memory"},
         }[name]
 
 
@@ -184,9 +205,9 @@ def _cases():
 
 
 @pytest.mark.parametrize("method, rule, identity, target", list(_cases()))
-def test_authorization(app, client, auth, session, redis_client, method, rule, identity, target):
+def test_authorization(app, client, auth, session, fleet, redis_client, method, rule, identity, target):
     expect = EXPECTED[(method, rule)]
-    world = World(app, auth, session, redis_client)
+    world = World(app, auth, session, fleet, redis_client)
     expected = _expected_status(expect, identity, target)
     before = _snapshot(session)
 

@@ -1,0 +1,93 @@
+"""Clusters (API.md, "Clusters")."""
+
+from flask.views import MethodView
+
+from api.access import member
+from api.clusters.schemas import ClusterIn, ClusterOut, ClusterPatch
+from api.extensions import Blueprint, ErrorSchema
+from api.pagination import paginate
+from shared.clusters import service as clusters
+from shared.db import db
+from shared.organizations.roles import Role
+from shared.resources import Resources
+
+blp = Blueprint("clusters", __name__, url_prefix="/api/v1", description="Clusters and their capacity.")
+
+
+def cluster_out(cluster, counts) -> dict:
+    return {
+        "id": cluster.id,
+        "organization_id": cluster.organization_id,
+        "name": cluster.name,
+        "capacity": cluster.capacity.to_api(),
+        "allocated": cluster.allocated.to_api(),
+        "available": cluster.available.to_api(),
+        "deployments": counts,
+        "created_at": cluster.created_at,
+    }
+
+
+def _one(cluster) -> dict:
+    counts = clusters.deployment_counts(session=db.session, cluster_ids=[cluster.id])[cluster.id]
+    return cluster_out(cluster, counts)
+
+
+@blp.route("/organizations/<uuid:org_id>/clusters")
+class OrganizationClusters(MethodView):
+    @blp.access(member(Role.ADMIN))
+    @blp.arguments(ClusterIn)
+    @blp.response(201, ClusterOut)
+    @blp.alt_response(409, schema=ErrorSchema, description="The organization already has a cluster of that name.")
+    def post(self, body, org_id):
+        """Declare a cluster with a fixed capacity."""
+        cluster = clusters.create(
+            session=db.session,
+            organization_id=org_id,
+            name=body["name"],
+            capacity=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
+        )
+        return _one(cluster)
+
+    @blp.access(member(Role.VIEWER))
+    @blp.response(200, ClusterOut(many=True))
+    @blp.paginate()
+    def get(self, org_id, pagination_parameters):
+        """The organization's clusters, oldest first."""
+        page, total = clusters.list_for_org(
+            session=db.session, organization_id=org_id, **paginate(pagination_parameters)
+        )
+        pagination_parameters.item_count = total
+        counts = clusters.deployment_counts(session=db.session, cluster_ids=[c.id for c in page])
+        return [cluster_out(c, counts[c.id]) for c in page]
+
+
+@blp.route("/clusters/<uuid:cluster_id>")
+class ClusterDetail(MethodView):
+    @blp.access(member(Role.VIEWER, of="cluster_id"))
+    @blp.response(200, ClusterOut)
+    def get(self, cluster_id):
+        """One cluster: capacity, what is allocated and available, deployment counts by status."""
+        return _one(clusters.get_or_404(session=db.session, cluster_id=cluster_id))
+
+    @blp.access(member(Role.ADMIN, of="cluster_id"))
+    @blp.arguments(ClusterPatch)
+    @blp.response(200, ClusterOut)
+    @blp.alt_response(409, schema=ErrorSchema, description="Shrinking below what is allocated, or a name taken.")
+    def patch(self, body, cluster_id):
+        """Rename or resize. Growing schedules waiting work; shrinking below the allocation is refused."""
+        cluster = clusters.update(
+            session=db.session,
+            cluster_id=cluster_id,
+            name=body.get("name"),
+            cpu_millis=body.get("cpu"),
+            ram_mb=body.get("ram_gb"),
+            gpu=body.get("gpu"),
+        )
+        return _one(cluster)
+
+    @blp.access(member(Role.ADMIN, of="cluster_id"))
+    @blp.response(204)
+    @blp.alt_response(409, schema=ErrorSchema, description="It still has queued or running deployments.")
+    def delete(self, cluster_id):
+        """Delete a cluster with no queued or running deployments."""
+        clusters.delete(session=db.session, cluster_id=cluster_id)

@@ -1,0 +1,63 @@
+import marshmallow as ma
+
+from api.extensions import Schema
+from api.fields import Name, Quantity
+from shared.resources import CPU_SCALE, RAM_SCALE
+
+MAX_CPU = 1_000_000  # cores
+MAX_RAM_GB = 100_000_000
+MAX_GPU = 1_000_000
+
+
+def cpu(**kwargs):
+    return Quantity(scale=CPU_SCALE, maximum=MAX_CPU, metadata={"description": "CPU cores (<= 3 decimals)."}, **kwargs)
+
+
+def ram_gb(**kwargs):
+    return Quantity(
+        scale=RAM_SCALE, maximum=MAX_RAM_GB, metadata={"description": "RAM in GB (<= 3 decimals)."}, **kwargs
+    )
+
+
+def gpu(**kwargs):
+    return Quantity(scale=1, maximum=MAX_GPU, integer=True, metadata={"description": "Whole GPUs."}, **kwargs)
+
+
+class ClusterIn(Schema):
+    name = Name(required=True)
+    cpu = cpu(required=True)
+    ram_gb = ram_gb(required=True)
+    gpu = gpu(required=True)
+
+
+class ClusterPatch(Schema):
+    name = Name()
+    cpu = cpu()
+    ram_gb = ram_gb()
+    gpu = gpu()
+
+
+class ResourcesOut(Schema):
+    # Raw: whole numbers stay integers in the JSON (4, not 4.0); the value is already exact.
+    cpu = ma.fields.Raw(required=True, metadata={"type": "number"})
+    ram_gb = ma.fields.Raw(required=True, metadata={"type": "number"})
+    gpu = ma.fields.Integer(required=True)
+
+
+class DeploymentCountsOut(Schema):
+    queued = ma.fields.Integer(required=True)
+    running = ma.fields.Integer(required=True)
+    completed = ma.fields.Integer(required=True)
+    failed = ma.fields.Integer(required=True)
+    cancelled = ma.fields.Integer(required=True)
+
+
+class ClusterOut(Schema):
+    id = ma.fields.UUID(required=True)
+    organization_id = ma.fields.UUID(required=True)
+    name = ma.fields.String(required=True)
+    capacity = ma.fields.Nested(ResourcesOut, required=True)
+    allocated = ma.fields.Nested(ResourcesOut, required=True)
+    available = ma.fields.Nested(ResourcesOut, required=True)
+    deployments = ma.fields.Nested(DeploymentCountsOut, required=True, metadata={"description": "Counts by status."})
+    created_at = ma.fields.AwareDateTime(required=True, format="iso")

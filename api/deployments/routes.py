@@ -1,0 +1,143 @@
+"""Deployments (API.md, "Deployments")."""
+
+from flask.views import MethodView
+
+from api.access import current_member, current_user_id, member
+from api.deployments.schemas import DeploymentIn, DeploymentListQuery, DeploymentOut, EventOut, FailIn
+from api.extensions import Blueprint, ErrorSchema
+from api.pagination import paginate
+from shared.db import db
+from shared.deployments import service as deployments
+from shared.deployments.models import Status
+from shared.organizations import service as organizations
+from shared.organizations.roles import Role
+from shared.resources import Resources
+
+blp = Blueprint("deployments", __name__, url_prefix="/api/v1", description="Deployments and their history.")
+
+
+def deployments_out(items) -> list[dict]:
+    dependencies = deployments.dependencies_of(session=db.session, deployment_ids=[d.id for d in items])
+    return [
+        {
+            "id": d.id,
+            "organization_id": d.organization_id,
+            "cluster_id": d.cluster_id,
+            "name": d.name,
+            "image": d.image,
+            "resources": d.resources.to_api(),
+            "priority": d.priority,
+            "status": d.status,
+            "reason": d.reason,
+            "depends_on": dependencies[d.id],
+            "attempts": d.attempts,
+            "max_retries": d.max_retries,
+            "preemptions": d.preemptions,
+            "run_seconds": d.run_seconds,
+            "created_by": d.created_by,
+            "created_at": d.created_at,
+            "started_at": d.started_at,
+            "finished_at": d.finished_at,
+        }
+        for d in items
+    ]
+
+
+def _actor_name() -> str:
+    return organizations.username_of(session=db.session, user_id=current_user_id())
+
+
+TRANSITION_CONFLICT = "The deployment's status does not allow this (the message says its current status)."
+
+
+@blp.route("/clusters/<uuid:cluster_id>/deployments")
+class ClusterDeployments(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="cluster_id"))
+    @blp.arguments(DeploymentIn)
+    @blp.response(202, DeploymentOut)
+    def post(self, body, cluster_id):
+        """Submit a deployment; it is queued and a scheduling pass is on its way (poll it)."""
+        deployment = deployments.submit(
+            session=db.session,
+            cluster_id=cluster_id,
+            actor_id=current_member().user_id,
+            actor_name=_actor_name(),
+            name=body["name"],
+            image=body["image"],
+            resources=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
+            priority=body["priority"],
+            depends_on=body["depends_on"],
+            max_retries=body["max_retries"],
+            run_seconds=body["run_seconds"],
+        )
+        return deployments_out([deployment])[0]
+
+    @blp.access(member(Role.VIEWER, of="cluster_id"))
+    @blp.arguments(DeploymentListQuery, location="query")
+    @blp.response(200, DeploymentOut(many=True))
+    @blp.paginate()
+    def get(self, query, cluster_id, pagination_parameters):
+        """The cluster's deployments in scheduling order: priority high to low, then oldest first."""
+        status = Status(query["status"]) if "status" in query else None
+        page, total = deployments.list_for_cluster(
+            session=db.session, cluster_id=cluster_id, status=status, **paginate(pagination_parameters)
+        )
+        pagination_parameters.item_count = total
+        return deployments_out(page)
+
+
+@blp.route("/deployments/<uuid:deployment_id>")
+class DeploymentDetail(MethodView):
+    @blp.access(member(Role.VIEWER, of="deployment_id"))
+    @blp.response(200, DeploymentOut)
+    def get(self, deployment_id):
+        """One deployment: its status and, in `reason`, why it is there."""
+        return deployments_out([deployments.get_or_404(session=db.session, deployment_id=deployment_id)])[0]
+
+
+@blp.route("/deployments/<uuid:deployment_id>/events")
+class DeploymentEvents(MethodView):
+    @blp.access(member(Role.VIEWER, of="deployment_id"))
+    @blp.response(200, EventOut(many=True))
+    @blp.paginate()
+    def get(self, deployment_id, pagination_parameters):
+        """Every status change, oldest first, with who or what caused it."""
+        events = deployments.events(session=db.session, deployment_id=deployment_id)
+        pagination_parameters.item_count = len(events)
+        return events[pagination_parameters.first_item : pagination_parameters.last_item + 1]
+
+
+@blp.route("/deployments/<uuid:deployment_id>/complete")
+class CompleteDeployment(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="deployment_id"))
+    @blp.response(200, DeploymentOut)
+    @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
+    def post(self, deployment_id):
+        """Mark a running deployment completed; its resources are freed."""
+        deployment = deployments.complete(session=db.session, deployment_id=deployment_id, actor=_actor_name())
+        return deployments_out([deployment])[0]
+
+
+@blp.route("/deployments/<uuid:deployment_id>/fail")
+class FailDeployment(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="deployment_id"))
+    @blp.arguments(FailIn)
+    @blp.response(200, DeploymentOut)
+    @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
+    def post(self, body, deployment_id):
+        """Report a running deployment failed: requeued while attempts <= max_retries, else failed."""
+        deployment = deployments.fail(
+            session=db.session, deployment_id=deployment_id, actor=_actor_name(), reason=body["reason"]
+        )
+        return deployments_out([deployment])[0]
+
+
+@blp.route("/deployments/<uuid:deployment_id>/cancel")
+class CancelDeployment(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="deployment_id"))
+    @blp.response(200, DeploymentOut)
+    @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
+    def post(self, deployment_id):
+        """Cancel a queued or running deployment."""
+        deployment = deployments.cancel(session=db.session, deployment_id=deployment_id, actor=_actor_name())
+        return deployments_out([deployment])[0]

@@ -1,0 +1,1 @@
+"""Clusters: fixed capacity, and the accounting of what is allocated on them."""

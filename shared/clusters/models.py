@@ -1,0 +1,76 @@
+"""Clusters and the allocation ledger.
+
+The books cannot be cooked: allocated counters are bounded by CHECK constraints, and every running
+deployment holds exactly one ledger row (its primary key is the deployment). Only
+shared/clusters/accounting.py writes the counters and the ledger.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.resources import Resources
+
+
+def _bounded(resource: str) -> CheckConstraint:
+    suffix = {"cpu": "_millis", "ram": "_mb", "gpu": ""}[resource]
+    capacity, allocated = f"{resource}_capacity{suffix}", f"{resource}_allocated{suffix}"
+    return CheckConstraint(f"0 <= {allocated} AND {allocated} <= {capacity}", name=f"{resource}_within_capacity")
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    cpu_capacity_millis: Mapped[int] = mapped_column(BigInteger)
+    ram_capacity_mb: Mapped[int] = mapped_column(BigInteger)
+    gpu_capacity: Mapped[int] = mapped_column(BigInteger)
+    cpu_allocated_millis: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    ram_allocated_mb: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    gpu_allocated: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name"),
+        _bounded("cpu"),
+        _bounded("ram"),
+        _bounded("gpu"),
+    )
+
+    @property
+    def capacity(self) -> Resources:
+        return Resources(self.cpu_capacity_millis, self.ram_capacity_mb, self.gpu_capacity)
+
+    @property
+    def allocated(self) -> Resources:
+        return Resources(self.cpu_allocated_millis, self.ram_allocated_mb, self.gpu_allocated)
+
+    @property
+    def available(self) -> Resources:
+        return self.capacity - self.allocated
+
+
+class Allocation(Base):
+    """The ledger: what one running deployment holds on its cluster. One row per deployment, at most."""
+
+    __tablename__ = "allocations"
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    cpu_millis: Mapped[int] = mapped_column(BigInteger)
+    ram_mb: Mapped[int] = mapped_column(BigInteger)
+    gpu: Mapped[int] = mapped_column(BigInteger)
+    allocated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("cpu_millis >= 0 AND ram_mb >= 0 AND gpu >= 0", name="non_negative"),)
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpu_millis, self.ram_mb, self.gpu)

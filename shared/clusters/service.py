@@ -1,0 +1,144 @@
+"""Clusters: create, read, resize, delete; and the counts of their deployments by status."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.clusters.accounting import CLUSTER_NOT_FOUND, lock_cluster
+from shared.clusters.models import Cluster
+from shared.deployments.models import Deployment, Status
+from shared.errors import Conflict, NotFound
+from shared.resources import NAMES, Resources, describe
+from shared.scheduling.requests import request_pass
+
+
+def organization_of(*, session: Session, object_id: uuid.UUID) -> uuid.UUID | None:
+    """The organization owning the cluster, or None if there is no such cluster (access scope)."""
+    return session.scalar(select(Cluster.organization_id).where(Cluster.id == object_id))
+
+
+def get_or_404(*, session: Session, cluster_id: uuid.UUID) -> Cluster:
+    cluster = session.get(Cluster, cluster_id)
+    if cluster is None:
+        raise NotFound(CLUSTER_NOT_FOUND)
+    return cluster
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"This organization already has a cluster named {name!r}.")
+
+
+def create(*, session: Session, organization_id: uuid.UUID, name: str, capacity: Resources) -> Cluster:
+    if session.scalar(select(Cluster.id).where(Cluster.organization_id == organization_id, Cluster.name == name)):
+        raise _name_taken(name)
+    cluster = Cluster(
+        organization_id=organization_id,
+        name=name,
+        cpu_capacity_millis=capacity.cpu_millis,
+        ram_capacity_mb=capacity.ram_mb,
+        gpu_capacity=capacity.gpu,
+    )
+    session.add(cluster)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise _name_taken(name) from None
+    return cluster
+
+
+def list_for_org(
+    *, session: Session, organization_id: uuid.UUID, page: int, page_size: int
+) -> tuple[list[Cluster], int]:
+    query = select(Cluster).where(Cluster.organization_id == organization_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    clusters = session.scalars(
+        query.order_by(Cluster.created_at, Cluster.id).offset((page - 1) * page_size).limit(page_size)
+    ).all()
+    return list(clusters), total
+
+
+def deployment_counts(*, session: Session, cluster_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """For each cluster, how many deployments it has in each status (every status present, zeros included)."""
+    counts = {cluster_id: {status.value: 0 for status in Status} for cluster_id in cluster_ids}
+    if cluster_ids:
+        rows = session.execute(
+            select(Deployment.cluster_id, Deployment.status, func.count())
+            .where(Deployment.cluster_id.in_(cluster_ids))
+            .group_by(Deployment.cluster_id, Deployment.status)
+        )
+        for cluster_id, status, count in rows:
+            counts[cluster_id][status] = count
+    return counts
+
+
+def update(
+    *,
+    session: Session,
+    cluster_id: uuid.UUID,
+    name: str | None = None,
+    cpu_millis: int | None = None,
+    ram_mb: int | None = None,
+    gpu: int | None = None,
+) -> Cluster:
+    """Rename and/or resize. Never below what is allocated (409); growing asks for a scheduling pass."""
+    cluster = lock_cluster(session, cluster_id)
+    if name is not None and name != cluster.name:
+        if session.scalar(
+            select(Cluster.id).where(Cluster.organization_id == cluster.organization_id, Cluster.name == name)
+        ):
+            session.rollback()
+            raise _name_taken(name)
+        cluster.name = name
+    old = cluster.capacity
+    new = Resources(
+        old.cpu_millis if cpu_millis is None else cpu_millis,
+        old.ram_mb if ram_mb is None else ram_mb,
+        old.gpu if gpu is None else gpu,
+    )
+    allocated = cluster.allocated
+    too_small = [
+        f"{describe(field, want)} is below the {describe(field, held)} allocated"
+        for field, want, held in zip(NAMES, new.as_tuple(), allocated.as_tuple(), strict=True)
+        if want < held
+    ]
+    if too_small:
+        session.rollback()
+        raise Conflict(f"Cannot shrink cluster {cluster.name}: {'; '.join(too_small)}. Free resources first.")
+    cluster.cpu_capacity_millis, cluster.ram_capacity_mb, cluster.gpu_capacity = new.as_tuple()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise _name_taken(name) from None
+    if any(grown > was for grown, was in zip(new.as_tuple(), old.as_tuple(), strict=True)):
+        request_pass(cluster.id, _highest_queued_priority(session, cluster.id))
+    return cluster
+
+
+def _highest_queued_priority(session: Session, cluster_id: uuid.UUID) -> int:
+    return session.scalar(
+        select(func.coalesce(func.max(Deployment.priority), 0)).where(
+            Deployment.cluster_id == cluster_id, Deployment.status == Status.QUEUED.value
+        )
+    )
+
+
+def delete(*, session: Session, cluster_id: uuid.UUID) -> None:
+    """Delete a cluster with nothing queued or running on it (409 otherwise); its history goes with it."""
+    cluster = lock_cluster(session, cluster_id)
+    active = session.scalar(
+        select(func.count()).where(
+            Deployment.cluster_id == cluster_id,
+            Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+        )
+    )
+    if active:
+        session.rollback()
+        raise Conflict(f"Cluster {cluster.name} still has {active} queued or running deployments: cancel them first.")
+    session.delete(cluster)
+    session.commit()

@@ -1,0 +1,1 @@
+"""Deployments: submission, the status state machine, events and dependencies."""

@@ -1,0 +1,212 @@
+"""Deployments as the API sees them: submit, read, list, and the user-driven transitions.
+
+Each user action locks the cluster row, applies one transition (shared/deployments/transitions.py),
+commits, and then asks for a scheduling pass: on the cluster whose resources changed, and on every
+cluster where a queued deployment was waiting on this one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from shared.clusters.accounting import lock_cluster
+from shared.clusters.models import Cluster
+from shared.deployments import transitions
+from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent, Status
+from shared.errors import Conflict, Invalid, NotFound
+from shared.resources import NAMES, Resources, describe
+from shared.scheduling.requests import request_pass
+
+DEPLOYMENT_NOT_FOUND = "Deployment not found."
+SCHEDULING_ORDER = (Deployment.priority.desc(), Deployment.created_at, Deployment.id)
+
+
+def organization_of(*, session: Session, object_id: uuid.UUID) -> uuid.UUID | None:
+    """The organization owning the deployment, or None if there is no such deployment (access scope)."""
+    return session.scalar(select(Deployment.organization_id).where(Deployment.id == object_id))
+
+
+def get_or_404(*, session: Session, deployment_id: uuid.UUID) -> Deployment:
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None:
+        raise NotFound(DEPLOYMENT_NOT_FOUND)
+    return deployment
+
+
+def dependencies_of(*, session: Session, deployment_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    found: dict[uuid.UUID, list[uuid.UUID]] = {deployment_id: [] for deployment_id in deployment_ids}
+    if deployment_ids:
+        rows = session.execute(
+            select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+            .where(DeploymentDependency.deployment_id.in_(deployment_ids))
+            .order_by(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+        )
+        for deployment_id, depends_on_id in rows:
+            found[deployment_id].append(depends_on_id)
+    return found
+
+
+def _never_fits(request: Resources, cluster: Cluster) -> dict[str, list[str]]:
+    return {
+        name: [
+            f"Requests {describe(name, need)} but cluster {cluster.name} has {describe(name, has)} in all: "
+            "it could never run there."
+        ]
+        for name, need, has in zip(NAMES, request.as_tuple(), cluster.capacity.as_tuple(), strict=True)
+        if need > has
+    }
+
+
+def submit(
+    *,
+    session: Session,
+    cluster_id: uuid.UUID,
+    actor_id: uuid.UUID,
+    actor_name: str,
+    name: str,
+    image: str,
+    resources: Resources,
+    priority: int = 500,
+    depends_on: list[uuid.UUID] | None = None,
+    max_retries: int = 3,
+    run_seconds: float | None = None,
+) -> Deployment:
+    """Store a queued deployment and ask for a pass. 422 if it could never fit or a dependency is unknown."""
+    cluster = session.get(Cluster, cluster_id)
+    if cluster is None:
+        raise NotFound("Cluster not found.")
+    errors = _never_fits(resources, cluster)
+    if errors:
+        first = next(iter(errors.values()))[0]
+        raise Invalid(first, errors={"json": errors})
+    wanted = list(dict.fromkeys(depends_on or []))
+    if wanted:
+        found = set(
+            session.scalars(
+                select(Deployment.id).where(
+                    Deployment.id.in_(wanted), Deployment.organization_id == cluster.organization_id
+                )
+            )
+        )
+        unknown = [str(dependency) for dependency in wanted if dependency not in found]
+        if unknown:
+            message = f"No deployment {', '.join(unknown)} in this organization to depend on."
+            raise Invalid(message, errors={"json": {"depends_on": [message]}})
+    deployment = Deployment(
+        id=uuid.uuid4(),
+        organization_id=cluster.organization_id,
+        cluster_id=cluster.id,
+        name=name,
+        image=image,
+        cpu_millis=resources.cpu_millis,
+        ram_mb=resources.ram_mb,
+        gpu=resources.gpu,
+        priority=priority,
+        status=Status.QUEUED.value,
+        reason="Waiting for the scheduler's next pass.",
+        attempts=0,
+        max_retries=max_retries,
+        preemptions=0,
+        resumes_preempted=False,
+        run_seconds=run_seconds,
+        created_by=actor_id,
+    )
+    session.add(deployment)
+    session.flush()
+    session.add_all(DeploymentDependency(deployment_id=deployment.id, depends_on_id=d) for d in wanted)
+    transitions.record(
+        session,
+        deployment,
+        event="submitted",
+        message=f"Submitted by {actor_name} to cluster {cluster.name}, priority {priority}.",
+        actor=actor_name,
+    )
+    session.commit()
+    request_pass(cluster.id, priority)
+    return deployment
+
+
+def list_for_cluster(
+    *, session: Session, cluster_id: uuid.UUID, status: Status | None, page: int, page_size: int
+) -> tuple[list[Deployment], int]:
+    """A page of the cluster's deployments in scheduling order (priority high to low, then oldest first)."""
+    conditions = [Deployment.cluster_id == cluster_id]
+    if status is not None:
+        conditions.append(Deployment.status == status.value)
+    total = session.scalar(select(func.count()).select_from(Deployment).where(*conditions))
+    deployments = session.scalars(
+        select(Deployment)
+        .where(*conditions)
+        .order_by(*SCHEDULING_ORDER)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return list(deployments), total
+
+
+def events(*, session: Session, deployment_id: uuid.UUID) -> list[DeploymentEvent]:
+    return list(
+        session.scalars(
+            select(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment_id).order_by(DeploymentEvent.id)
+        )
+    )
+
+
+def _clusters_waiting_on(session: Session, deployment_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    """Clusters with queued deployments that depend on this one, with the highest such priority."""
+    rows = session.execute(
+        select(Deployment.cluster_id, func.max(Deployment.priority))
+        .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
+        .where(DeploymentDependency.depends_on_id == deployment_id, Deployment.status == Status.QUEUED.value)
+        .group_by(Deployment.cluster_id)
+    )
+    return dict(rows.all())
+
+
+def _act(
+    session: Session,
+    deployment_id: uuid.UUID,
+    transition: Callable[[Session, Cluster, Deployment], None],
+) -> Deployment:
+    """Lock the deployment's cluster, apply `transition`, commit, and request the passes it calls for."""
+    cluster_id = session.scalar(select(Deployment.cluster_id).where(Deployment.id == deployment_id))
+    if cluster_id is None:
+        raise NotFound(DEPLOYMENT_NOT_FOUND)
+    try:
+        cluster = lock_cluster(session, cluster_id)
+        deployment = session.scalar(
+            select(Deployment).where(Deployment.id == deployment_id).execution_options(populate_existing=True)
+        )
+        transition(session, cluster, deployment)
+        waiting = _clusters_waiting_on(session, deployment.id) if Status(deployment.status).terminal else {}
+        session.commit()
+    except StaleDataError:
+        session.rollback()
+        raise Conflict("The deployment changed while this request was handled; read it again and retry.") from None
+    except Exception:
+        session.rollback()
+        raise
+    request_pass(cluster.id, deployment.priority)
+    for other_cluster_id, priority in waiting.items():
+        request_pass(other_cluster_id, priority)
+    return deployment
+
+
+def complete(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
+    """Mark a running deployment completed and free its resources."""
+    return _act(session, deployment_id, lambda s, c, d: transitions.complete(s, c, d, actor))
+
+
+def fail(*, session: Session, deployment_id: uuid.UUID, actor: str, reason: str | None = None) -> Deployment:
+    """Report a running deployment failed: it is retried while it has retries left."""
+    return _act(session, deployment_id, lambda s, c, d: transitions.fail(s, c, d, actor, reason))
+
+
+def cancel(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
+    """Cancel a queued or running deployment (freeing its resources if it ran)."""
+    return _act(session, deployment_id, lambda s, c, d: transitions.cancel(s, c, d, actor))
