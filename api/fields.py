@@ -48,7 +48,7 @@ class Quantity(ma.fields.Field):
             raise self.make_error("type")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.make_error("finite")
-        if self.integer and value != int(value):
+        if self.integer and not isinstance(value, int):
             raise ma.ValidationError("Must be a whole number.")
         if not 0 <= value <= self.maximum:
             raise self.make_error("range", maximum=self.maximum)
@@ -61,10 +61,10 @@ class Quantity(ma.fields.Field):
         return None if value is None else from_units(value, self.scale)
 
 
-# A Docker image reference: [registry[:port]/]path[:tag][@digest], lower-case path components.
+# A Docker image reference: [registry[:port]/]path[:tag][@digest], with lower-case path components.
 IMAGE_PATTERN = (
-    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
-    r"(?::[0-9]+)?/)?"
+    # registry: localhost, a dotted host name, or any host with a port (else it is a path component)
+    r"^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?/|[a-zA-Z0-9-]+:[0-9]+/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
     r"(?:@sha256:[a-f0-9]{64})?$"

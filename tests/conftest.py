@@ -119,11 +119,14 @@ def client(app, clean):
 
 @pytest.fixture
 def session(app, clean):
-    """A database session for arranging and checking state directly."""
+    """A database session of the test's own for arranging and checking state directly (the app's
+    request-scoped session is removed after every request, which would detach the test's objects)."""
+    from sqlalchemy.orm import Session
+
     from shared.db import db
 
-    yield db.session
-    db.session.remove()
+    with Session(db.engine, expire_on_commit=False) as own:
+        yield own
 
 
 class WorkerProcess:

@@ -70,7 +70,7 @@ class ClusterDetail(MethodView):
         return _one(clusters.get_or_404(session=db.session, cluster_id=cluster_id))
 
     @blp.access(member(Role.ADMIN, of="cluster_id"))
-    @blp.arguments(ClusterPatch)
+    @blp.arguments(ClusterPatch, required=False)
     @blp.response(200, ClusterOut)
     @blp.alt_response(409, schema=ErrorSchema, description="Shrinking below what is allocated, or a name taken.")
     def patch(self, body, cluster_id):

@@ -121,7 +121,7 @@ class CompleteDeployment(MethodView):
 @blp.route("/deployments/<uuid:deployment_id>/fail")
 class FailDeployment(MethodView):
     @blp.access(member(Role.DEVELOPER, of="deployment_id"))
-    @blp.arguments(FailIn)
+    @blp.arguments(FailIn, required=False)
     @blp.response(200, DeploymentOut)
     @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
     def post(self, body, deployment_id):

@@ -99,7 +99,7 @@ class OrganizationDetail(MethodView):
 @blp.route("/<uuid:org_id>/invites")
 class Invites(MethodView):
     @blp.access(member(Role.ADMIN))
-    @blp.arguments(InviteIn)
+    @blp.arguments(InviteIn, required=False)
     @blp.response(201, InviteOut)
     def post(self, body, org_id):
         """Issue an invite code granting `role`, optionally limited in uses and time."""
