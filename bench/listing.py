@@ -1,0 +1,112 @@
+"""List endpoints at scale: one cluster holding 100,000 deployments, read through the real app.
+
+Rows are inserted in bulk with SQL (the point is reading them back), then each request is timed
+through Flask's test client against the real database: what a client waits for, minus the network.
+"""
+
+import json
+import os
+import secrets
+import statistics
+import time
+import uuid
+
+from sqlalchemy import text
+
+from devtools.scratch import scratch_servers
+
+DEPLOYMENTS = 100_000
+REPEAT = 30
+
+
+def _populate(session, organization_id, cluster_id, user_id) -> None:
+    statuses = "(ARRAY['queued','running','completed','failed','cancelled'])[1 + (n % 5)]"
+    session.execute(
+        text(
+            f"""
+            INSERT INTO deployments (id, organization_id, cluster_id, name, image, cpu_millis, ram_mb, gpu,
+                priority, status, attempts, max_retries, preemptions, resumes_preempted, created_by, created_at,
+                version)
+            SELECT gen_random_uuid(), :org, :cluster, 'job-' || n, 'ghcr.io/acme/train:1', 100, 100, 0,
+                (n * 7919) % 1001, {statuses}, 0, 3, 0, false, :user,
+                now() - (n || ' seconds')::interval, 1
+            FROM generate_series(1, :count) AS n
+            """
+        ),
+        {"org": organization_id, "cluster": cluster_id, "user": user_id, "count": DEPLOYMENTS},
+    )
+    session.execute(text("ANALYZE deployments"))
+    session.commit()
+
+
+def _time(client, path, headers) -> list[float]:
+    samples = []
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        response = client.get(path, headers=headers)
+        samples.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, response.json
+    return samples
+
+
+def run() -> None:
+    with scratch_servers("bench") as (database_url, redis_url, _state):
+        os.environ.update(
+            DATABASE_URL=database_url, REDIS_URL=redis_url, HV_ENV="test", SECRET_KEY=secrets.token_urlsafe(48)
+        )
+        from flask_jwt_extended import create_access_token
+        from sqlalchemy.orm import Session
+
+        from api import create_app
+        from shared.clusters import service as clusters
+        from shared.db import db
+        from shared.identity.models import User
+        from shared.organizations import service as organizations
+        from shared.resources import Resources
+
+        app = create_app()
+        with Session(db.engine) as session:
+            user = User(username="bench", email="bench@example.com", password_hash="-")
+            session.add(user)
+            session.commit()
+            organization, _, _ = organizations.create(session=session, actor_id=user.id, name="bench")
+            cluster = clusters.create(
+                session=session,
+                organization_id=organization.id,
+                name="big",
+                capacity=Resources.from_api(1_000_000, 1_000_000, 0),
+            )
+            start = time.perf_counter()
+            _populate(session, organization.id, cluster.id, user.id)
+            print(f"inserted {DEPLOYMENTS:,} deployments in {time.perf_counter() - start:.1f} s")
+            user_id, cluster_id = user.id, cluster.id
+        with app.app_context():
+            headers = {"Authorization": f"Bearer {create_access_token(identity=str(user_id))}"}
+        client = app.test_client()
+        base = f"/api/v1/clusters/{cluster_id}/deployments"
+        some_id = json.loads(client.get(base + "?page_size=1", headers=headers).data)[0]["id"]
+        cases = [
+            ("first page (100), scheduling order", base),
+            ("page 500 of 1,000", base + "?page=500&page_size=100"),
+            ("status=queued, first page", base + "?status=queued"),
+            ("status=running, page 100", base + "?status=running&page=100"),
+            ("one deployment", f"/api/v1/deployments/{some_id}"),
+            ("cluster with counts by status", f"/api/v1/clusters/{cluster_id}"),
+            ("missing deployment (404)", f"/api/v1/deployments/{uuid.uuid4()}"),
+        ]
+        print(
+            f"{'GET, ' + format(DEPLOYMENTS, ',') + ' deployments in the cluster':<44}{'median ms':>10}{'p95 ms':>10}"
+        )
+        for label, path in cases:
+            samples = _time(client, path, headers) if "404" not in label else _time_404(client, path, headers)
+            p95 = statistics.quantiles(samples, n=20)[-1]
+            print(f"{label:<44}{statistics.median(samples):>10.1f}{p95:>10.1f}")
+
+
+def _time_404(client, path, headers) -> list[float]:
+    samples = []
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        assert client.get(path, headers=headers).status_code == 404
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
