@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import listing, passwords
+from bench import listing, passwords, scheduler
 
-BENCHMARKS = {"passwords": passwords.run, "listing": listing.run}
+BENCHMARKS = {"scheduler": scheduler.run, "passwords": passwords.run, "listing": listing.run}
 
 
 def main(names: list[str]) -> int:

@@ -14,7 +14,7 @@ RAM_SCALE = 1000  # MB per GB (decimal units, so 3 decimals of GB are whole MB)
 DECIMALS = 3
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Resources:
     cpu_millis: int = 0
     ram_mb: int = 0
