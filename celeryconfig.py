@@ -45,5 +45,11 @@ task_send_sent_event = True
 imports = ("worker.tasks",)
 
 timezone = "UTC"
-# Filled as periodic work arrives (the reconciler, with the clusters it reconciles).
-beat_schedule: dict = {}
+beat_schedule = {
+    "maintenance.reconcile": {
+        "task": "maintenance.reconcile",
+        "schedule": float(_settings.reconcile_seconds),
+        # A reconcile that could not start within its period is superseded by the next one.
+        "options": {"expires": float(_settings.reconcile_seconds), "queue": "critical"},
+    },
+}

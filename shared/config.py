@@ -91,6 +91,7 @@ class Settings:
     refresh_limit: str = "60/minute"
     ratelimit_enabled: bool = True
     reconcile_seconds: int = 5
+    pass_lock_seconds: int = 15
 
     @property
     def production(self) -> bool:
@@ -154,6 +155,7 @@ class Settings:
             refresh_limit=env.get("REFRESH_LIMIT", "60/minute"),
             ratelimit_enabled=env.get("RATELIMIT_ENABLED", "true").lower() not in ("0", "false", "no"),
             reconcile_seconds=_int(env, "RECONCILE_SECONDS", 5),
+            pass_lock_seconds=_int(env, "PASS_LOCK_SECONDS", 15),
         )
 
 

@@ -153,9 +153,9 @@ def celery_app(app):
     return app.extensions["celery"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(celery_app):
-    """One real worker process for the session (tests that kill workers start their own)."""
+    """A real worker process for the module's tests (stopped after them, so other modules run without one)."""
     process = WorkerProcess("test-worker").start(celery_app)
     yield process
     process.stop()

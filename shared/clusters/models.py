@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
@@ -36,6 +36,8 @@ class Cluster(Base):
     ram_allocated_mb: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     gpu_allocated: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When a scheduling pass last looked at this cluster: the reconciler revisits clusters it has not.
+    last_pass_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("organization_id", "name"),
@@ -74,3 +76,16 @@ class Allocation(Base):
     @property
     def resources(self) -> Resources:
         return Resources(self.cpu_millis, self.ram_mb, self.gpu)
+
+
+class ClusterEvent(Base):
+    """Something that happened to a cluster's books (e.g. the reconciler repairing drifted counters)."""
+
+    __tablename__ = "cluster_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())
+    type: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))

@@ -21,6 +21,7 @@ from shared.deployments.models import Deployment, DeploymentDependency, Deployme
 from shared.errors import Conflict, Invalid, NotFound
 from shared.resources import NAMES, Resources, describe
 from shared.scheduling.requests import request_pass
+from shared.timeutil import utcnow
 
 DEPLOYMENT_NOT_FOUND = "Deployment not found."
 SCHEDULING_ORDER = (Deployment.priority.desc(), Deployment.created_at, Deployment.id)
@@ -210,3 +211,33 @@ def fail(*, session: Session, deployment_id: uuid.UUID, actor: str, reason: str 
 def cancel(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
     """Cancel a queued or running deployment (freeing its resources if it ran)."""
     return _act(session, deployment_id, lambda s, c, d: transitions.cancel(s, c, d, actor))
+
+
+TIMER = "run_seconds timer"
+
+
+class NotDue(Conflict):
+    """A run_seconds completion arrived early (clock skew, an early retry)."""
+
+
+def complete_if_due(*, session: Session, deployment_id: uuid.UUID) -> tuple[str, float | None]:
+    """Complete a running deployment whose run_seconds are up. Returns what happened and, if it is not
+    due yet, how many seconds remain. Idempotent: a second call finds it completed and does nothing."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None or deployment.status != Status.RUNNING.value or deployment.completes_at is None:
+        return "not running", None
+
+    def when_due(s: Session, cluster: Cluster, current: Deployment) -> None:
+        if current.status == Status.RUNNING.value and current.completes_at and current.completes_at > utcnow():
+            raise NotDue(str((current.completes_at - utcnow()).total_seconds()))
+        transitions.complete(
+            s, cluster, current, TIMER, message=f"Completed: its run_seconds ({current.run_seconds:g}) elapsed."
+        )
+
+    try:
+        _act(session, deployment_id, when_due)
+    except NotDue as early:
+        return "not due", float(early.message)
+    except transitions.IllegalTransition:
+        return "not running", None
+    return "completed", None

@@ -101,7 +101,9 @@ def start(session: Session, cluster: Cluster, deployment: Deployment, actor: str
     )
 
 
-def complete(session: Session, cluster: Cluster, deployment: Deployment, actor: str) -> None:
+def complete(
+    session: Session, cluster: Cluster, deployment: Deployment, actor: str, message: str | None = None
+) -> None:
     require_status(deployment, "completed", Status.RUNNING)
     accounting.release(session, cluster, deployment.id)
     _change(
@@ -109,7 +111,7 @@ def complete(session: Session, cluster: Cluster, deployment: Deployment, actor: 
         deployment,
         Status.COMPLETED,
         event="completed",
-        message=f"Completed ({actor}).",
+        message=message or f"Completed by {actor}.",
         actor=actor,
         reason=None,
         finished_at=utcnow(),
@@ -186,12 +188,9 @@ def preempt(
     )
 
 
-def fail_for_dependency(
-    session: Session, deployment: Deployment, dependency: Deployment, actor: str = SCHEDULER
-) -> None:
-    """A queued deployment can never run: a dependency ended failed or cancelled."""
+def fail_because(session: Session, deployment: Deployment, why: str, actor: str = SCHEDULER) -> None:
+    """A queued deployment can never run (a dependency ended failed or cancelled): `why` says which."""
     require_status(deployment, "failed", Status.QUEUED)
-    why = f"dependency {dependency.name} ({dependency.id}) ended {dependency.status}"
     _change(
         session,
         deployment,

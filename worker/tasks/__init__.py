@@ -1,3 +1,3 @@
 """Task modules; celeryconfig.imports loads this package, which loads them all."""
 
-from worker.tasks import maintenance  # noqa: F401
+from worker.tasks import maintenance, scheduler  # noqa: F401

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import asdict
 
-from celery import shared_task
+from celery import current_app
 from sqlalchemy import text
 
 from shared.db import db
+from shared.scheduling import reconcile as reconciler
+from worker.tasks.base import task
+from worker.tasks.scheduler import COMPLETE_TASK
 
 
-@shared_task(name="maintenance.ping")
+@task("maintenance.ping")
 def ping() -> dict:
     """Answer from a worker process, proving the round trip API -> broker -> worker -> database."""
     database_ok = db.session.execute(text("SELECT 1")).scalar() == 1
     return {"worker": socket.gethostname(), "database": database_ok}
+
+
+def _send_completion(deployment_id, delay: float) -> None:
+    current_app.send_task(COMPLETE_TASK, args=[str(deployment_id)], countdown=delay, queue="critical")
+
+
+@task("maintenance.reconcile", max_retries=0)
+def reconcile() -> dict:
+    """Request passes where queued work could move, complete due run_seconds, repair drifted counters."""
+    return asdict(reconciler.reconcile(session=db.session, send_completion=_send_completion))

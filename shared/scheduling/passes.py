@@ -1,0 +1,243 @@
+"""Scheduling passes for real: the pure plan, applied to PostgreSQL under a per-cluster lock.
+
+A pass holds the cluster's Redis lock (so two workers do not compute the same cluster at once) and,
+inside one transaction, the cluster's row lock (SELECT ... FOR UPDATE): that row lock, the relative
+counter updates, the version-checked status changes and the CHECK constraints are what keep the
+cluster within capacity, even if the Redis lock expires mid-pass.
+
+A start that needs preemption is handed to its own task (`scheduler.preempt`): the pass applies its
+plan up to that start, then the preemption re-checks the victims under the lock, moves them back to
+the queue, starts the deployment it makes room for, and asks for the next pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import redis
+from redis.exceptions import LockError, LockNotOwnedError
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
+from sqlalchemy.orm import Session
+
+from shared.clusters.accounting import lock_cluster
+from shared.config import get_settings
+from shared.deployments import transitions
+from shared.deployments.models import Deployment, DeploymentDependency, Status
+from shared.redis import get_redis
+from shared.resources import Resources
+from shared.scheduling.algorithm import Candidate, DependencyState, Running, plan_pass
+from shared.scheduling.requests import pending_key
+from shared.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+LOCK_PREFIX = "hv:lock:cluster:"
+
+
+class LockBusy(Exception):
+    """Another worker holds the cluster's lock: try again shortly (a transient condition)."""
+
+
+@dataclass
+class PassOutcome:
+    started: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    waiting: int = 0
+    # (deployment to start, victims to preempt for it): handed to scheduler.preempt
+    handoff: tuple[uuid.UUID, tuple[uuid.UUID, ...]] | None = None
+    # Other clusters whose queued deployments depend on one that failed here: they need a pass too.
+    follow_up: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Started deployments with a run_seconds timer: (id, seconds)
+    timers: list[tuple[uuid.UUID, float]] = field(default_factory=list)
+
+
+def cluster_lock(cluster_id: uuid.UUID | str, client: redis.Redis | None = None) -> redis.lock.Lock:
+    """The per-cluster Redis lock: expires on its own, released only by its owner."""
+    client = client or get_redis(get_settings().redis_url)
+    return client.lock(
+        f"{LOCK_PREFIX}{cluster_id}", timeout=get_settings().pass_lock_seconds, blocking_timeout=1, thread_local=False
+    )
+
+
+@contextlib.contextmanager
+def holding(cluster_id: uuid.UUID | str):
+    """Hold the cluster's lock for the block, or raise LockBusy. Losing it midway is logged, not fatal."""
+    lock = cluster_lock(cluster_id)
+    if not lock.acquire():
+        raise LockBusy(f"cluster {cluster_id} is being scheduled by another worker")
+    try:
+        yield lock
+    finally:
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            log.warning("the lock on cluster %s expired during the pass; the database kept it consistent", cluster_id)
+
+
+def keep(lock) -> None:
+    """Extend the lock to its full lifetime again, if still ours (long passes call this between steps)."""
+    if lock is None:
+        return
+    try:
+        lock.reacquire()
+    except LockError:
+        log.warning("lost the lock on %s mid-pass; carrying on under the database's row lock", lock.name)
+
+
+def _micros(moment: datetime | None) -> int:
+    return int(moment.timestamp() * 1_000_000) if moment else 0
+
+
+def _dependency_states(session: Session, queued: list[Deployment]) -> tuple[dict, dict[uuid.UUID, tuple]]:
+    ids = [d.id for d in queued]
+    edges = (
+        session.execute(
+            select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id).where(
+                DeploymentDependency.deployment_id.in_(ids)
+            )
+        ).all()
+        if ids
+        else []
+    )
+    depends_on: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for deployment_id, dependency_id in edges:
+        depends_on.setdefault(deployment_id, []).append(dependency_id)
+    needed = {dependency_id for _, dependency_id in edges}
+    states = {}
+    if needed:
+        rows = session.execute(
+            select(Deployment.id, Deployment.name, Deployment.status).where(Deployment.id.in_(needed))
+        )
+        states = {str(i): DependencyState(name, status) for i, name, status in rows}
+    return states, depends_on
+
+
+_SET_REASONS = text(
+    "UPDATE deployments AS d SET reason = v.reason "
+    "FROM unnest(:ids, :reasons) AS v(id, reason) "
+    "WHERE d.id = v.id AND d.status = 'queued' AND d.reason IS DISTINCT FROM v.reason"
+).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=False))), bindparam("reasons", type_=ARRAY(TEXT)))
+
+
+def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcome:
+    """Plan and apply one pass over the cluster, in one transaction, with the cluster row locked."""
+    outcome = PassOutcome()
+    cluster = lock_cluster(session, cluster_id)
+    rows = session.scalars(
+        select(Deployment)
+        .where(Deployment.cluster_id == cluster_id, Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
+        .execution_options(populate_existing=True)
+    ).all()
+    by_id = {str(d.id): d for d in rows}
+    running = [d for d in rows if d.status == Status.RUNNING.value]
+    queued = [d for d in rows if d.status == Status.QUEUED.value]
+    states, depends_on = _dependency_states(session, queued)
+    plan = plan_pass(
+        cluster.capacity,
+        [Running(str(d.id), d.name, d.priority, d.resources, _micros(d.started_at)) for d in running],
+        [
+            Candidate(
+                str(d.id),
+                d.name,
+                d.priority,
+                d.resources,
+                _micros(d.created_at),
+                tuple(str(i) for i in depends_on.get(d.id, ())),
+            )
+            for d in queued
+        ],
+        states,
+    )
+    keep(lock)
+
+    for failure in plan.failures:
+        deployment = by_id[failure.deployment_id]
+        transitions.fail_because(session, deployment, failure.reason)
+        outcome.failed.append(deployment.id)
+    for start in plan.starts:
+        if start.victims:
+            outcome.handoff = (uuid.UUID(start.deployment_id), tuple(uuid.UUID(v) for v in start.victims))
+            break
+        deployment = by_id[start.deployment_id]
+        transitions.start(session, cluster, deployment)
+        outcome.started.append(deployment.id)
+        if deployment.run_seconds:
+            outcome.timers.append((deployment.id, deployment.run_seconds))
+    if plan.waiting:
+        session.execute(_SET_REASONS, {"ids": list(plan.waiting), "reasons": list(plan.waiting.values())})
+    outcome.waiting = len(plan.waiting)
+    if outcome.failed:
+        outcome.follow_up = _clusters_depending_on(session, outcome.failed, exclude=cluster_id)
+    cluster.last_pass_at = utcnow()
+    session.commit()
+    return outcome
+
+
+def _clusters_depending_on(session: Session, deployment_ids, exclude: uuid.UUID) -> dict[uuid.UUID, int]:
+    from sqlalchemy import func
+
+    rows = session.execute(
+        select(Deployment.cluster_id, func.max(Deployment.priority))
+        .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
+        .where(
+            DeploymentDependency.depends_on_id.in_(deployment_ids),
+            Deployment.status == Status.QUEUED.value,
+            Deployment.cluster_id != exclude,
+        )
+        .group_by(Deployment.cluster_id)
+    )
+    return dict(rows.all())
+
+
+def preempt_for(
+    session: Session, cluster_id: uuid.UUID, beneficiary_id: uuid.UUID, victim_ids: tuple[uuid.UUID, ...]
+) -> bool:
+    """Apply one preemption chosen by a pass, if it still holds; False (and nothing changed) if not.
+
+    Under the row lock it checks again: the beneficiary still queued with its dependencies completed,
+    every victim still running on this cluster with a strictly lower priority, and the room enough.
+    """
+    cluster = lock_cluster(session, cluster_id)
+    beneficiary = session.scalar(
+        select(Deployment).where(Deployment.id == beneficiary_id).execution_options(populate_existing=True)
+    )
+    victims = session.scalars(
+        select(Deployment).where(Deployment.id.in_(victim_ids)).execution_options(populate_existing=True)
+    ).all()
+    unmet = session.scalar(
+        select(Deployment.id)
+        .join(DeploymentDependency, DeploymentDependency.depends_on_id == Deployment.id)
+        .where(DeploymentDependency.deployment_id == beneficiary_id, Deployment.status != Status.COMPLETED.value)
+        .limit(1)
+    )
+    valid = (
+        beneficiary is not None
+        and beneficiary.status == Status.QUEUED.value
+        and beneficiary.cluster_id == cluster_id
+        and unmet is None
+        and len(victims) == len(victim_ids)
+        and all(
+            v.status == Status.RUNNING.value and v.cluster_id == cluster_id and v.priority < beneficiary.priority
+            for v in victims
+        )
+        and beneficiary.resources.fits_in(cluster.available + sum((v.resources for v in victims), Resources()))
+    )
+    if not valid:
+        session.rollback()
+        return False
+    for victim in sorted(victims, key=lambda v: v.id):
+        transitions.preempt(session, cluster, victim, beneficiary)
+    transitions.start(session, cluster, beneficiary)
+    cluster.last_pass_at = utcnow()
+    session.commit()
+    return True
+
+
+def clear_pending(cluster_id: uuid.UUID | str) -> None:
+    """From now on, a request for a pass on this cluster enqueues a pass of its own."""
+    get_redis(get_settings().redis_url).delete(pending_key(cluster_id))
