@@ -93,8 +93,9 @@ def session(app, clean):
 class WorkerProcess:
     """A real `celery worker` process of this project, started and stopped by the suite."""
 
-    def __init__(self, name: str, concurrency: int = 2) -> None:
+    def __init__(self, name: str, concurrency: int = 2, env: dict | None = None) -> None:
         self.name = name
+        self.env = {**os.environ, **(env or {})}
         self.log_path = TEST_STATE / f"worker-{name}.log"
         from shared.queues import QUEUES
 
@@ -121,7 +122,7 @@ class WorkerProcess:
     def start(self, celery_app, timeout: float = 60) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")  # noqa: SIM115  (kept open for the process's lifetime)
-        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -136,6 +137,9 @@ class WorkerProcess:
         import socket
 
         return f"{self.name}@{socket.gethostname()}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
 
     def stop(self, timeout: float = 20) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -25,9 +25,18 @@ class InsufficientCapacity(Conflict):
 
 
 def lock_cluster(session: Session, cluster_id: uuid.UUID) -> Cluster:
-    """The cluster row, locked (SELECT ... FOR UPDATE) and freshly read, until the transaction ends."""
+    """The cluster row, locked and freshly read, until the transaction ends.
+
+    FOR NO KEY UPDATE, the row-lock flavour of UPDATE that leaves key columns alone: it serializes every
+    change to the cluster's books exactly like FOR UPDATE, but does not block the foreign-key checks of
+    deployments being submitted to the cluster meanwhile (FOR UPDATE would make each submission wait
+    for the pass in progress).
+    """
     cluster = session.scalar(
-        select(Cluster).where(Cluster.id == cluster_id).with_for_update().execution_options(populate_existing=True)
+        select(Cluster)
+        .where(Cluster.id == cluster_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
     if cluster is None:
         raise NotFound(CLUSTER_NOT_FOUND)

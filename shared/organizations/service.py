@@ -171,7 +171,7 @@ def list_members(*, session: Session, organization_id: uuid.UUID) -> list[tuple[
 def _lock_organization(session: Session, organization_id: uuid.UUID) -> None:
     # Serializes changes to an organization's admins: two admins demoting each other at once must
     # not both succeed and leave it with none.
-    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
+    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True))
 
 
 def _target(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> Membership:

@@ -102,7 +102,12 @@ def _send_due_completions(session: Session, now, send_completion) -> int:
 
 def _repair(session: Session, cluster_id: uuid.UUID) -> bool:
     """Set a cluster's counters to its ledger, unless a pass holds its row right now (then next round)."""
-    cluster = session.query(Cluster).filter(Cluster.id == cluster_id).with_for_update(skip_locked=True).first()
+    cluster = (
+        session.query(Cluster)
+        .filter(Cluster.id == cluster_id)
+        .with_for_update(skip_locked=True, key_share=True)
+        .first()
+    )
     if cluster is None:
         session.rollback()
         return False
