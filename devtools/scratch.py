@@ -19,15 +19,21 @@ from devtools.services import EmbeddedServices, ensure_database
 from shared.config import PROJECT_ROOT, STATE_DIR
 
 
-def migrate(database_url: str) -> None:
-    """Bring the database to the latest migration (the app never uses create_all)."""
-    from alembic import command
+def alembic_config(database_url: str):
+    """Alembic's configuration, aimed at `database_url` (migrations/env.py reads it from the attributes)."""
     from alembic.config import Config
 
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    return config
+
+
+def migrate(database_url: str) -> None:
+    """Bring the database to the latest migration (the app never uses create_all)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")
 
 
 @contextlib.contextmanager

@@ -42,6 +42,26 @@ def world(app, servers, password_hash):
         }
 
 
+CASES_RUN = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_cases():
+    """Report how many generated requests ran (a figure worth seeing in every `make test`)."""
+    import time
+
+    from tests.conftest import FIGURES
+
+    started = time.monotonic()
+    yield
+    operations = len({label for label, _ in CASES_RUN})
+    negative = sum(1 for _, mode in CASES_RUN if mode is not None and mode.is_negative)
+    FIGURES.append(
+        f"schemathesis: {len(CASES_RUN)} generated requests ({negative} with invalid data) over "
+        f"{operations} operations in {time.monotonic() - started:.1f} s"
+    )
+
+
 @pytest.fixture(scope="module")
 def schema(app):
     config = SchemathesisConfig.from_dict({"seed": SEED})
@@ -76,4 +96,5 @@ def test_every_operation_survives_generated_input(case, app, world):
     if positive("header"):
         # A fresh token per case: a generated logout revokes only its own.
         headers = {"Authorization": f"Bearer {_fresh_token(app, world['user_id'])}"}
+    CASES_RUN.append((case.operation.label, case.meta.generation.mode if case.meta else None))
     case.call_and_validate(headers=headers, checks=CHECKS)
