@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from shared.clusters.accounting import CLUSTER_NOT_FOUND, lock_cluster
 from shared.clusters.models import Cluster
 from shared.deployments.models import Deployment, Status
+from shared.deployments.service import highest_waiting_priority
 from shared.errors import Conflict, NotFound
 from shared.resources import NAMES, Resources, describe
 from shared.scheduling.requests import request_pass
@@ -116,16 +117,8 @@ def update(
         session.rollback()
         raise _name_taken(name) from None
     if any(grown > was for grown, was in zip(new.as_tuple(), old.as_tuple(), strict=True)):
-        request_pass(cluster.id, _highest_queued_priority(session, cluster.id))
+        request_pass(cluster.id, highest_waiting_priority(session, cluster.id))
     return cluster
-
-
-def _highest_queued_priority(session: Session, cluster_id: uuid.UUID) -> int:
-    return session.scalar(
-        select(func.coalesce(func.max(Deployment.priority), 0)).where(
-            Deployment.cluster_id == cluster_id, Deployment.status == Status.QUEUED.value
-        )
-    )
 
 
 def delete(*, session: Session, cluster_id: uuid.UUID) -> None:

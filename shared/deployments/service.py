@@ -39,6 +39,15 @@ def get_or_404(*, session: Session, deployment_id: uuid.UUID) -> Deployment:
     return deployment
 
 
+def highest_waiting_priority(session: Session, cluster_id: uuid.UUID) -> int:
+    """The highest priority queued on the cluster: its pass goes on that priority's Celery queue."""
+    return session.scalar(
+        select(func.coalesce(func.max(Deployment.priority), 0)).where(
+            Deployment.cluster_id == cluster_id, Deployment.status == Status.QUEUED.value
+        )
+    )
+
+
 def dependencies_of(*, session: Session, deployment_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
     found: dict[uuid.UUID, list[uuid.UUID]] = {deployment_id: [] for deployment_id in deployment_ids}
     if deployment_ids:
@@ -128,7 +137,7 @@ def submit(
         actor=actor_name,
     )
     session.commit()
-    request_pass(cluster.id, priority)
+    request_pass(cluster.id, highest_waiting_priority(session, cluster.id))
     return deployment
 
 
@@ -159,14 +168,14 @@ def events(*, session: Session, deployment_id: uuid.UUID) -> list[DeploymentEven
 
 
 def _clusters_waiting_on(session: Session, deployment_id: uuid.UUID) -> dict[uuid.UUID, int]:
-    """Clusters with queued deployments that depend on this one, with the highest such priority."""
-    rows = session.execute(
-        select(Deployment.cluster_id, func.max(Deployment.priority))
+    """Clusters with queued deployments that depend on this one, with the highest priority waiting there."""
+    cluster_ids = session.scalars(
+        select(Deployment.cluster_id)
         .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
         .where(DeploymentDependency.depends_on_id == deployment_id, Deployment.status == Status.QUEUED.value)
-        .group_by(Deployment.cluster_id)
-    )
-    return dict(rows.all())
+        .distinct()
+    ).all()
+    return {cluster_id: highest_waiting_priority(session, cluster_id) for cluster_id in cluster_ids}
 
 
 def _act(
@@ -185,6 +194,7 @@ def _act(
         )
         transition(session, cluster, deployment)
         waiting = _clusters_waiting_on(session, deployment.id) if Status(deployment.status).terminal else {}
+        waiting[cluster.id] = highest_waiting_priority(session, cluster.id)
         session.commit()
     except StaleDataError:
         session.rollback()
@@ -192,9 +202,8 @@ def _act(
     except Exception:
         session.rollback()
         raise
-    request_pass(cluster.id, deployment.priority)
-    for other_cluster_id, priority in waiting.items():
-        request_pass(other_cluster_id, priority)
+    for cluster_id, priority in waiting.items():
+        request_pass(cluster_id, priority)
     return deployment
 
 

@@ -28,6 +28,7 @@ from shared.clusters.accounting import lock_cluster
 from shared.config import get_settings
 from shared.deployments import transitions
 from shared.deployments.models import Deployment, DeploymentDependency, Status
+from shared.deployments.service import highest_waiting_priority
 from shared.redis import get_redis
 from shared.resources import Resources
 from shared.scheduling.algorithm import Candidate, DependencyState, Running, plan_pass
@@ -179,19 +180,18 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
 
 
 def _clusters_depending_on(session: Session, deployment_ids, exclude: uuid.UUID) -> dict[uuid.UUID, int]:
-    from sqlalchemy import func
-
-    rows = session.execute(
-        select(Deployment.cluster_id, func.max(Deployment.priority))
+    """Other clusters with queued deployments depending on these, with the highest priority waiting there."""
+    cluster_ids = session.scalars(
+        select(Deployment.cluster_id)
         .join(DeploymentDependency, DeploymentDependency.deployment_id == Deployment.id)
         .where(
             DeploymentDependency.depends_on_id.in_(deployment_ids),
             Deployment.status == Status.QUEUED.value,
             Deployment.cluster_id != exclude,
         )
-        .group_by(Deployment.cluster_id)
-    )
-    return dict(rows.all())
+        .distinct()
+    ).all()
+    return {cluster_id: highest_waiting_priority(session, cluster_id) for cluster_id in cluster_ids}
 
 
 def preempt_for(

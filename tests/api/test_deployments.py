@@ -242,3 +242,11 @@ def test_another_organizations_deployment_is_404_like_a_missing_one(client, auth
     missing = client.get(f"/api/v1/deployments/{uuid.uuid4()}", headers=outsider.headers)
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json == missing.json
+
+
+def test_the_pass_goes_on_the_queue_of_the_highest_priority_waiting(client, org, cluster, fleet, redis_client):
+    fleet.deployment(cluster, org[1], priority=950)
+    redis_client.flushdb()  # forget the pass that submission asked for: the next request must send one
+    assert submit(client, cluster, org[1], priority=100).status_code == 202
+    assert redis_client.llen("critical") == 1
+    assert redis_client.llen("low") == 0
