@@ -19,7 +19,7 @@ from honcho.manager import Manager
 from honcho.printer import Printer
 
 from devtools.services import die_with_parent, running_services
-from shared.config import PROJECT_ROOT, STATE_DIR
+from shared.config import PROJECT_ROOT, STATE_DIR, get_settings
 from shared.queues import QUEUES
 
 
@@ -63,19 +63,18 @@ def _stop(process: subprocess.Popen | None) -> None:
 
 
 def processes() -> dict[str, str]:
-    """The stack's long-running processes, by name."""
-    host = os.environ.get("API_HOST", "127.0.0.1")
-    api_port = os.environ.get("API_PORT", "8000")
-    flower_port = os.environ.get("FLOWER_PORT", "5555")
-    level = os.environ.get("LOG_LEVEL", "INFO").lower()
+    """The stack's long-running processes, by name (ports and log level from the settings)."""
+    settings = get_settings()
+    level = settings.log_level.lower()
     python = sys.executable
     return {
-        "api": f"{python} -m gunicorn --bind {host}:{api_port} --workers 2 --access-logfile - wsgi:app",
+        "api": f"{python} -m gunicorn --bind {settings.api_host}:{settings.api_port} --workers 2 "
+        "--access-logfile - wsgi:app",
         "worker": f"{python} -m celery -A worker.app worker --loglevel {level} --concurrency 2 "
         f"--queues {','.join(QUEUES)} --hostname worker1@%h",
         "beat": f"{python} -m celery -A worker.app beat --loglevel {level} "
         f"--schedule {STATE_DIR / 'celerybeat-schedule'}",
-        "flower": f"{python} -m celery -A worker.app flower --address=127.0.0.1 --port={flower_port}",
+        "flower": f"{python} -m celery -A worker.app flower --address=127.0.0.1 --port={settings.flower_port}",
     }
 
 
