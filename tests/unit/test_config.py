@@ -71,3 +71,11 @@ def test_non_integer_port_is_refused():
 )
 def test_database_urls_are_pinned_to_psycopg2(given, expected):
     assert sqlalchemy_url(given) == expected
+
+
+def test_registration_is_scarcer_in_production_by_default():
+    production = Settings.from_env({**URLS, "HV_ENV": "production", "SECRET_KEY": "k" * 40})
+    development = Settings.from_env({**URLS, "SECRET_KEY": "k" * 40})
+    assert production.register_limit == "30/hour"
+    assert development.register_limit == "300/minute"
+    assert Settings.from_env({**URLS, "SECRET_KEY": "k" * 40, "REGISTER_LIMIT": "5/day"}).register_limit == "5/day"
