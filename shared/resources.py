@@ -30,9 +30,13 @@ class Resources:
         """Whether every resource of this request fits in `room`."""
         return self.cpu_millis <= room.cpu_millis and self.ram_mb <= room.ram_mb and self.gpu <= room.gpu
 
-    def shortfalls(self, room: Resources) -> list[str]:
-        """The resources this request lacks in `room`, named as the API names them."""
-        return [name for name, need, have in zip(NAMES, self.as_tuple(), room.as_tuple(), strict=True) if need > have]
+    def shortfalls(self, room: Resources) -> list[tuple[str, int, int]]:
+        """(API name, needed, available) for each resource this request lacks in `room`."""
+        return [
+            (name, need, have)
+            for name, need, have in zip(NAMES, self.as_tuple(), room.as_tuple(), strict=True)
+            if need > have
+        ]
 
     def as_tuple(self) -> tuple[int, int, int]:
         return (self.cpu_millis, self.ram_mb, self.gpu)

@@ -60,14 +60,10 @@ def _move_counters(session: Session, cluster: Cluster, delta: Resources) -> None
 
 def allocate(session: Session, cluster: Cluster, deployment_id: uuid.UUID, request: Resources) -> None:
     """Claim `request` on the locked `cluster` for one deployment (one ledger row; a second claim fails)."""
-    available = cluster.available
-    if not request.fits_in(available):
-        lacking = ", ".join(
-            f"needs {describe(name, need)}, {describe(name, have)} free"
-            for name, need, have in zip(("cpu", "ram_gb", "gpu"), request.as_tuple(), available.as_tuple(), strict=True)
-            if need > have
-        )
-        raise InsufficientCapacity(f"Does not fit on cluster {cluster.name}: {lacking}.")
+    lacking = request.shortfalls(cluster.available)
+    if lacking:
+        what = ", ".join(f"needs {describe(name, need)}, {describe(name, have)} free" for name, need, have in lacking)
+        raise InsufficientCapacity(f"Does not fit on cluster {cluster.name}: {what}.")
     session.execute(
         insert(Allocation).values(
             deployment_id=deployment_id,

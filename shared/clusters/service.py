@@ -13,7 +13,7 @@ from shared.clusters.models import Cluster
 from shared.deployments.models import Deployment, Status
 from shared.deployments.service import highest_waiting_priority
 from shared.errors import Conflict, NotFound
-from shared.resources import NAMES, Resources, describe
+from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
 
 
@@ -103,9 +103,8 @@ def update(
     )
     allocated = cluster.allocated
     too_small = [
-        f"{describe(field, want)} is below the {describe(field, held)} allocated"
-        for field, want, held in zip(NAMES, new.as_tuple(), allocated.as_tuple(), strict=True)
-        if want < held
+        f"{describe(name, want)} is below the {describe(name, held)} allocated"
+        for name, held, want in allocated.shortfalls(new)
     ]
     if too_small:
         session.rollback()

@@ -19,7 +19,7 @@ from shared.clusters.models import Cluster
 from shared.deployments import transitions
 from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent, Status
 from shared.errors import Conflict, Invalid, NotFound
-from shared.resources import NAMES, Resources, describe
+from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
 from shared.timeutil import utcnow
 
@@ -67,8 +67,7 @@ def _never_fits(request: Resources, cluster: Cluster) -> dict[str, list[str]]:
             f"Requests {describe(name, need)} but cluster {cluster.name} has {describe(name, has)} in all: "
             "it could never run there."
         ]
-        for name, need, has in zip(NAMES, request.as_tuple(), cluster.capacity.as_tuple(), strict=True)
-        if need > has
+        for name, need, has in request.shortfalls(cluster.capacity)
     }
 
 

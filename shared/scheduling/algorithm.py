@@ -219,8 +219,7 @@ def _lacking(request: Resources, free: Resources, reclaimable: Resources) -> str
 def _too_big(request: Resources, capacity: Resources) -> str:
     parts = [
         f"needs {describe(name, need)} but the cluster has {describe(name, has)} in all"
-        for name, need, has in zip(NAMES, request.as_tuple(), capacity.as_tuple(), strict=True)
-        if need > has
+        for name, need, has in request.shortfalls(capacity)
     ]
     return "; ".join(parts) + ": it cannot run unless the cluster grows"
 

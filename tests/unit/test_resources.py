@@ -29,5 +29,5 @@ def test_units_back_to_numbers_keep_whole_numbers_whole(units, value):
 
 def test_shortfalls_name_each_missing_resource():
     request = Resources.from_api(4, 8, 2)
-    assert request.shortfalls(Resources.from_api(8, 4, 1)) == ["ram_gb", "gpu"]
+    assert request.shortfalls(Resources.from_api(8, 4, 1)) == [("ram_gb", 8000, 4000), ("gpu", 2, 1)]
     assert request.shortfalls(Resources.from_api(4, 8, 2)) == []
