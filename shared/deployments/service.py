@@ -227,6 +227,10 @@ TIMER = "run_seconds timer"
 class NotDue(Conflict):
     """A run_seconds completion arrived early (clock skew, an early retry)."""
 
+    def __init__(self, remaining_seconds: float) -> None:
+        super().__init__(f"Not due for another {remaining_seconds:.1f} s.")
+        self.remaining_seconds = remaining_seconds
+
 
 def complete_if_due(*, session: Session, deployment_id: uuid.UUID) -> tuple[str, float | None]:
     """Complete a running deployment whose run_seconds are up. Returns what happened and, if it is not
@@ -237,7 +241,7 @@ def complete_if_due(*, session: Session, deployment_id: uuid.UUID) -> tuple[str,
 
     def when_due(s: Session, cluster: Cluster, current: Deployment) -> None:
         if current.status == Status.RUNNING.value and current.completes_at and current.completes_at > utcnow():
-            raise NotDue(str((current.completes_at - utcnow()).total_seconds()))
+            raise NotDue((current.completes_at - utcnow()).total_seconds())
         transitions.complete(
             s, cluster, current, TIMER, message=f"Completed: its run_seconds ({current.run_seconds:g}) elapsed."
         )
@@ -245,7 +249,7 @@ def complete_if_due(*, session: Session, deployment_id: uuid.UUID) -> tuple[str,
     try:
         _act(session, deployment_id, when_due)
     except NotDue as early:
-        return "not due", float(early.message)
+        return "not due", early.remaining_seconds
     except transitions.IllegalTransition:
         return "not running", None
     return "completed", None
