@@ -2,9 +2,15 @@
 
 import sys
 
-from bench import listing, passwords, scheduler
+from bench import e2e, listing, one_pass, passwords, scheduler
 
-BENCHMARKS = {"scheduler": scheduler.run, "passwords": passwords.run, "listing": listing.run}
+BENCHMARKS = {
+    "scheduler": scheduler.run,
+    "passwords": passwords.run,
+    "listing": listing.run,
+    "pass": one_pass.run,
+    "e2e": e2e.run,
+}
 
 
 def main(names: list[str]) -> int:
