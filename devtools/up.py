@@ -2,7 +2,8 @@
 
 Order: dev services (unless DATABASE_URL and REDIS_URL are set, or they already run), migrations,
 then API (gunicorn), one Celery worker, beat and Flower under honcho, which prefixes each log line
-with its process and stops them all when one exits or on Ctrl-C. The dev services we started are
+with its process and stops them all when one exits or on Ctrl-C. The API's access log is written to
+.hypervisor/api-access.log instead. The dev services we started are
 stopped last, after everything that uses them.
 """
 
@@ -68,8 +69,10 @@ def processes() -> dict[str, str]:
     level = settings.log_level.lower()
     python = sys.executable
     return {
+        # The access log goes to a file (`tail -f .hypervisor/api-access.log`), not through honcho: a line
+        # per request piped, prefixed and reprinted by the supervisor cost more CPU than the request.
         "api": f"{python} -m gunicorn --bind {settings.api_host}:{settings.api_port} --workers 2 "
-        "--access-logfile - wsgi:app",
+        f"--access-logfile {STATE_DIR / 'api-access.log'} wsgi:app",
         "worker": f"{python} -m celery -A worker.app worker --loglevel {level} --concurrency 2 "
         f"--queues {','.join(QUEUES)} --hostname worker1@%h",
         "beat": f"{python} -m celery -A worker.app beat --loglevel {level} "

@@ -2,7 +2,7 @@
 
 from flask.views import MethodView
 
-from api.access import current_member, current_user_id, member
+from api.access import current_access, current_user_id, member
 from api.deployments.schemas import DeploymentIn, DeploymentListQuery, DeploymentOut, EventOut, FailIn
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
@@ -43,6 +43,31 @@ def deployments_out(items) -> list[dict]:
     ]
 
 
+def _submission(body: dict) -> deployments.Submission:
+    return deployments.Submission(
+        name=body["name"],
+        image=body["image"],
+        resources=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
+        priority=body["priority"],
+        depends_on=body["depends_on"],
+        max_retries=body["max_retries"],
+        run_seconds=body["run_seconds"],
+    )
+
+
+def _submit(bodies: list[dict], batch: bool) -> list[dict]:
+    # The access rule's one query already found the cluster, the caller's role and username.
+    access = current_access()
+    return deployments.submit_many(
+        session=db.session,
+        cluster=access.cluster,
+        actor_id=current_user_id(),
+        actor_name=access.username,
+        submissions=[_submission(body) for body in bodies],
+        batch=batch,
+    )
+
+
 def _actor_name() -> str:
     return organizations.username_of(session=db.session, user_id=current_user_id())
 
@@ -57,20 +82,7 @@ class ClusterDeployments(MethodView):
     @blp.response(202, DeploymentOut)
     def post(self, body, cluster_id):
         """Submit a deployment; it is queued and a scheduling pass is on its way (poll it)."""
-        deployment = deployments.submit(
-            session=db.session,
-            cluster_id=cluster_id,
-            actor_id=current_member().user_id,
-            actor_name=_actor_name(),
-            name=body["name"],
-            image=body["image"],
-            resources=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
-            priority=body["priority"],
-            depends_on=body["depends_on"],
-            max_retries=body["max_retries"],
-            run_seconds=body["run_seconds"],
-        )
-        return deployments_out([deployment])[0]
+        return _submit([body], batch=False)[0]
 
     @blp.access(member(Role.VIEWER, of="cluster_id"))
     @blp.arguments(DeploymentListQuery, location="query")

@@ -76,6 +76,13 @@ def _change(
     session.flush()
 
 
+def record_many(
+    session: Session, ids: Sequence[uuid.UUID], *, event: str, messages: list[str], actor: str, status: Status
+) -> None:
+    """Events that are not status changes (submissions), one per deployment, in one INSERT."""
+    _events(session, list(ids), [event] * len(ids), messages, actor, None, status)
+
+
 def record(session: Session, deployment: Deployment, *, event: str, message: str, actor: str) -> None:
     """An event that is not a status change (submission, a note from the scheduler)."""
     session.add(
@@ -135,7 +142,13 @@ def _guarded(session: Session, statement, parameters: dict, expected: int) -> No
 
 
 def _events(
-    session: Session, ids: list, types: list[str], messages: list[str], actor: str, before: Status, after: Status
+    session: Session,
+    ids: list,
+    types: list[str],
+    messages: list[str],
+    actor: str,
+    before: Status | None,
+    after: Status,
 ) -> None:
     session.execute(
         _EVENTS,
@@ -144,7 +157,7 @@ def _events(
             "types": types,
             "messages": messages,
             "actor": actor,
-            "from_status": before.value,
+            "from_status": before.value if before else None,
             "to_status": after.value,
         },
     )
