@@ -3,7 +3,7 @@
 from flask.views import MethodView
 
 from api.access import current_access, current_user_id, member
-from api.deployments.schemas import DeploymentIn, DeploymentListQuery, DeploymentOut, EventOut, FailIn
+from api.deployments.schemas import BatchIn, DeploymentIn, DeploymentListQuery, DeploymentOut, EventOut, FailIn
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
 from shared.db import db
@@ -96,6 +96,21 @@ class ClusterDeployments(MethodView):
         )
         pagination_parameters.item_count = total
         return deployments_out(page)
+
+
+@blp.route("/clusters/<uuid:cluster_id>/deployments/batch")
+class ClusterDeploymentBatch(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="cluster_id"))
+    @blp.arguments(BatchIn)
+    @blp.response(202, DeploymentOut(many=True))
+    def post(self, body, cluster_id):
+        """Submit up to 1,000 deployments at once, all or nothing; one scheduling pass is requested.
+
+        Each item is the body of a single submit, validated the same way; `depends_on` may name earlier
+        items as "#<index>". If any item is invalid nothing is stored, and the 422's `errors` name each
+        bad item by its index (`errors.json.deployments.<index>`). The answer lists them in the order given.
+        """
+        return _submit(body["deployments"], batch=True)
 
 
 @blp.route("/deployments/<uuid:deployment_id>")

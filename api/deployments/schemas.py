@@ -2,10 +2,11 @@ import marshmallow as ma
 
 from api.clusters.schemas import ResourcesOut, cpu, gpu, ram_gb
 from api.extensions import Schema
-from api.fields import ImageRef, Name, StrictFloat, StrictInteger
+from api.fields import DependencyRef, ImageRef, Name, StrictFloat, StrictInteger
 from shared.deployments.models import STATUS_VALUES
 
 MAX_RUN_SECONDS = 30 * 86400
+MAX_BATCH = 1_000
 
 
 class DeploymentIn(Schema):
@@ -31,6 +32,29 @@ class DeploymentIn(Schema):
         allow_none=True,
         validate=ma.validate.Range(min=0, max=MAX_RUN_SECONDS, min_inclusive=False),
         metadata={"description": "If set, the deployment completes by itself this many seconds after it starts."},
+    )
+
+
+class BatchItemIn(DeploymentIn):
+    """A single submit's body; `depends_on` may also name an earlier item as "#<index>"."""
+
+    depends_on = ma.fields.List(
+        DependencyRef(),
+        load_default=list,
+        validate=ma.validate.Length(max=100),
+        metadata={
+            "description": "Deployments of this organization that must complete first, or earlier items of "
+            'the batch as "#<index>" (e.g. "#0").'
+        },
+    )
+
+
+class BatchIn(Schema):
+    deployments = ma.fields.List(
+        ma.fields.Nested(BatchItemIn),
+        required=True,
+        validate=ma.validate.Length(min=1, max=MAX_BATCH),
+        metadata={"description": f"1 to {MAX_BATCH:,} deployments, each the body of a single submit."},
     )
 
 
