@@ -18,11 +18,10 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlalchemy.orm import Session
 
@@ -92,26 +91,20 @@ def keep(lock) -> None:
         log.warning("lost the lock on %s mid-pass; carrying on under the database's row lock", lock.name)
 
 
-def _micros(moment: datetime | None) -> int:
-    return int(moment.timestamp() * 1_000_000) if moment else 0
-
-
-def _dependency_states(
-    session: Session, cluster_id: uuid.UUID, queued: list
-) -> tuple[dict, dict[uuid.UUID, list[uuid.UUID]]]:
+def _dependency_states(session: Session, cluster_id: uuid.UUID, queued: list) -> tuple[dict, dict[str, list[str]]]:
     ids = {d.id for d in queued}
     # Joined on the cluster rather than sent as 2,000 ids; a deployment queued since the pass read its
     # rows may show up here, and is left for the next pass.
     edges = (
         session.execute(
-            select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id)
+            select(cast(DeploymentDependency.deployment_id, Text), cast(DeploymentDependency.depends_on_id, Text))
             .join(Deployment, Deployment.id == DeploymentDependency.deployment_id)
             .where(Deployment.cluster_id == cluster_id, Deployment.status == Status.QUEUED.value)
         ).all()
         if ids
         else []
     )
-    depends_on: dict[uuid.UUID, list[uuid.UUID]] = {}
+    depends_on: dict[str, list[str]] = {}
     for deployment_id, dependency_id in edges:
         if deployment_id in ids:
             depends_on.setdefault(deployment_id, []).append(dependency_id)
@@ -119,7 +112,9 @@ def _dependency_states(
     states = {}
     if needed:
         rows = session.execute(
-            select(Deployment.id, Deployment.name, Deployment.status).where(Deployment.id.in_(needed))
+            select(Deployment.id, Deployment.name, Deployment.status).where(
+                Deployment.id.in_([uuid.UUID(i) for i in needed])
+            )
         )
         states = {str(i): DependencyState(name, status) for i, name, status in rows}
     return states, depends_on
@@ -132,17 +127,18 @@ _SET_REASONS = text(
 ).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=False))), bindparam("reasons", type_=ARRAY(TEXT)))
 
 # What a pass reads of each queued or running deployment: plain rows, not ORM objects (no identity map,
-# no change tracking); the version is what its status changes are guarded by.
+# no change tracking); ids as text and times as epoch microseconds, which is all the plan wants of
+# them. The version is what its status changes are guarded by.
 _LIGHT_COLUMNS = (
-    Deployment.id,
+    cast(Deployment.id, Text).label("id"),
     Deployment.name,
     Deployment.status,
     Deployment.priority,
     Deployment.cpu_millis,
     Deployment.ram_mb,
     Deployment.gpu,
-    Deployment.created_at,
-    Deployment.started_at,
+    cast(func.extract("epoch", Deployment.created_at) * 1_000_000, BigInteger).label("created"),
+    cast(func.coalesce(func.extract("epoch", Deployment.started_at) * 1_000_000, 0), BigInteger).label("started"),
     Deployment.version,
     Deployment.attempts,
     Deployment.max_retries,
@@ -164,27 +160,25 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     """
     outcome = PassOutcome()
     cluster = lock_cluster(session, cluster_id)
-    rows = session.execute(
-        select(*_LIGHT_COLUMNS).where(
-            Deployment.cluster_id == cluster_id, Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value])
+    rows = (
+        session.connection()
+        .execute(
+            select(*_LIGHT_COLUMNS).where(
+                Deployment.cluster_id == cluster_id,
+                Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+            )
         )
-    ).all()
-    by_id = {str(d.id): d for d in rows}
+        .all()
+    )
+    by_id = {d.id: d for d in rows}
     running = [d for d in rows if d.status == Status.RUNNING.value]
     queued = [d for d in rows if d.status == Status.QUEUED.value]
     states, depends_on = _dependency_states(session, cluster_id, queued)
     plan = plan_pass(
         cluster.capacity,
-        [Running(str(d.id), d.name, d.priority, _resources(d), _micros(d.started_at)) for d in running],
+        [Running(d.id, d.name, d.priority, _resources(d), d.started) for d in running],
         [
-            Candidate(
-                str(d.id),
-                d.name,
-                d.priority,
-                _resources(d),
-                _micros(d.created_at),
-                tuple(str(i) for i in depends_on.get(d.id, ())),
-            )
+            Candidate(d.id, d.name, d.priority, _resources(d), d.created, tuple(depends_on.get(d.id, ())))
             for d in queued
         ],
         states,
@@ -193,7 +187,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
 
     failures = [(by_id[failure.deployment_id], failure.reason) for failure in plan.failures]
     transitions.fail_many_because(session, failures)
-    outcome.failed = [deployment.id for deployment, _ in failures]
+    outcome.failed = [uuid.UUID(deployment.id) for deployment, _ in failures]
     starts = []
     for start in plan.starts:
         if start.victims:
@@ -201,8 +195,8 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
             break
         starts.append(by_id[start.deployment_id])
     transitions.start_many(session, cluster, starts)
-    outcome.started = [deployment.id for deployment in starts]
-    outcome.timers = [(d.id, d.run_seconds) for d in starts if d.run_seconds]
+    outcome.started = [uuid.UUID(deployment.id) for deployment in starts]
+    outcome.timers = [(uuid.UUID(d.id), d.run_seconds) for d in starts if d.run_seconds]
     if plan.waiting:
         session.execute(_SET_REASONS, {"ids": list(plan.waiting), "reasons": list(plan.waiting.values())})
     outcome.waiting = len(plan.waiting)
