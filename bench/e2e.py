@@ -9,7 +9,9 @@ servers; the client is this process, over HTTP. Two bursts, each into a fresh cl
   note, on a checkout that has no batch endpoint).
 
 Printed per burst: submissions/s (first POST to last response), scheduled/s (first POST to all
-running), POST p50 / p99. Targets (issue 11): single >= 400 scheduled/s, batch >= 2,000 scheduled/s.
+running), POST p50 / p99, and the CPU each part of the stack spent per deployment (from /proc: the API's
+gunicorn processes, the Celery worker's, PostgreSQL's, this client's), which holds still on a busy
+machine where the rates do not. Targets (issue 11): single >= 400 scheduled/s, batch >= 2,000 scheduled/s.
 """
 
 from __future__ import annotations
@@ -94,6 +96,16 @@ class Client:
         self.local = threading.local()
 
     def request(self, method: str, path: str, body=None) -> tuple[int, object]:
+        reused = getattr(self.local, "connection", None) is not None
+        try:
+            return self._request(method, path, body)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection under us: the request never got there.
+            return self._request(method, path, body)
+
+    def _request(self, method: str, path: str, body) -> tuple[int, object]:
         connection = getattr(self.local, "connection", None)
         if connection is None:
             connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -107,6 +119,50 @@ class Client:
             connection.close()
             raise
         return response.status, json.loads(data) if data else None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds so far, command line) of every process we can read (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, command)
+    return found
+
+
+def _cpu_by_part(roots: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each named process tree (a root and all its descendants)."""
+    table = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    totals = {}
+    for name, pids in roots.items():
+        seen, stack = set(), list(pids)
+        while stack:
+            pid = stack.pop()
+            if pid in seen or pid not in table:
+                continue
+            seen.add(pid)
+            stack.extend(children.get(pid, []))
+        totals[name] = sum(table[pid][1] for pid in seen)
+    totals["client"] = sum(os.times()[:2])
+    return totals
+
+
+def _postmaster(state: Path) -> list[int]:
+    data = str(state / "postgres")
+    return [pid for pid, (_, _, command) in _processes().items() if "postgres" in command and data in command]
 
 
 def _item(i: int) -> dict:
@@ -137,7 +193,7 @@ def _running(engine, cluster_id) -> int:
         ).scalar()
 
 
-def _burst(client: Client, engine, cluster_id: str, bodies: list[tuple[str, object]], threads: int, total: int):
+def _burst(client: Client, engine, cluster_id: str, bodies: list[tuple[str, object]], threads: int, total: int, parts):
     """POST every (path, body) from `threads` threads; then wait until `total` run. Figures, or None."""
     latencies: list[float] = []
     failures: list[str] = []
@@ -158,6 +214,7 @@ def _burst(client: Client, engine, cluster_id: str, bodies: list[tuple[str, obje
                 if status != 202:
                     failures.append(f"{status}: {str(answer)[:300]}")
 
+    cpu_before = _cpu_by_part(parts)
     first = time.perf_counter()
     pool = [threading.Thread(target=work) for _ in range(threads)]
     for thread in pool:
@@ -173,8 +230,10 @@ def _burst(client: Client, engine, cluster_id: str, bodies: list[tuple[str, obje
             return None, f"only {_running(engine, cluster_id)} of {total} running after 600 s"
         time.sleep(0.02)
     scheduled = time.perf_counter()
+    cpu = {name: (used - cpu_before[name]) * 1000 / total for name, used in _cpu_by_part(parts).items()}
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return (total / (submitted - first), total / (scheduled - first), statistics.median(latencies), quantiles[98]), ""
+    rates = (total / (submitted - first), total / (scheduled - first), statistics.median(latencies), quantiles[98])
+    return (*rates, cpu), ""
 
 
 def run() -> None:
@@ -225,12 +284,20 @@ def run() -> None:
         stack = Stack(_stack_commands(env), env, state).start()
         try:
             _wait_ready(client, app.extensions["celery"], stack.processes)
-            print(f"{'burst':<34}{'submissions/s':>14}{'scheduled/s':>13}{'POST p50 ms':>13}{'POST p99 ms':>13}")
+            parts = {
+                "api": [stack.processes[0].pid],
+                "worker": [stack.processes[1].pid],
+                "postgres": _postmaster(state),
+            }
+            print(
+                f"{'burst':<34}{'submissions/s':>14}{'scheduled/s':>13}{'POST p50 ms':>13}{'POST p99 ms':>13}"
+                "   CPU ms per deployment"
+            )
             count, threads = SINGLE
             bodies = [(f"{BASE}/clusters/{cluster_ids[0]}/deployments", _item(i)) for i in range(count)]
             _report(
                 f"single: {count:,} from {threads} threads",
-                _burst(client, db.engine, cluster_ids[0], bodies, threads, count),
+                _burst(client, db.engine, cluster_ids[0], bodies, threads, count, parts),
             )
 
             count, size, threads = BATCH
@@ -243,7 +310,7 @@ def run() -> None:
                     (path, {"deployments": [_item(i) for i in range(s, s + size)]}) for s in range(0, count, size)
                 ]
                 label = f"batch: {count:,} as {size} x {count // size}, {threads} thr"
-                _report(label, _burst(client, db.engine, cluster_ids[1], bodies, threads, count))
+                _report(label, _burst(client, db.engine, cluster_ids[1], bodies, threads, count, parts))
             print(
                 "targets: single >= 400 scheduled/s, batch >= 2,000 scheduled/s (end to end, first POST to all running)"
             )
@@ -257,5 +324,6 @@ def _report(label: str, result) -> None:
     if figures is None:
         print(f"{label:<34}  failed: {failure}")
         return
-    submissions, scheduled, p50, p99 = figures
-    print(f"{label:<34}{submissions:>14,.0f}{scheduled:>13,.0f}{p50:>13.1f}{p99:>13.1f}")
+    submissions, scheduled, p50, p99, cpu = figures
+    spent = " ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    print(f"{label:<34}{submissions:>14,.0f}{scheduled:>13,.0f}{p50:>13.1f}{p99:>13.1f}   {spent}")

@@ -69,9 +69,10 @@ def processes() -> dict[str, str]:
     level = settings.log_level.lower()
     python = sys.executable
     return {
-        # The access log goes to a file (`tail -f .hypervisor/api-access.log`), not through honcho: a line
-        # per request piped, prefixed and reprinted by the supervisor cost more CPU than the request.
-        "api": f"{python} -m gunicorn --bind {settings.api_host}:{settings.api_port} --workers 2 "
+        # Threads: keep-alive connections, and a worker's CPU is not idle while a request waits on the
+        # database. The access log goes to a file (`tail -f .hypervisor/api-access.log`), not through
+        # honcho: a line per request piped, prefixed and reprinted by the supervisor.
+        "api": f"{python} -m gunicorn --bind {settings.api_host}:{settings.api_port} --workers 2 --threads 4 "
         f"--access-logfile {STATE_DIR / 'api-access.log'} wsgi:app",
         "worker": f"{python} -m celery -A worker.app worker --loglevel {level} --concurrency 2 "
         f"--queues {','.join(QUEUES)} --hostname worker1@%h",

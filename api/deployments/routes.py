@@ -78,7 +78,7 @@ TRANSITION_CONFLICT = "The deployment's status does not allow this (the message 
 @blp.route("/clusters/<uuid:cluster_id>/deployments")
 class ClusterDeployments(MethodView):
     @blp.access(member(Role.DEVELOPER, of="cluster_id"))
-    @blp.arguments(DeploymentIn)
+    @blp.arguments(DeploymentIn())
     @blp.response(202, DeploymentOut)
     def post(self, body, cluster_id):
         """Submit a deployment; it is queued and a scheduling pass is on its way (poll it)."""
@@ -101,7 +101,7 @@ class ClusterDeployments(MethodView):
 @blp.route("/clusters/<uuid:cluster_id>/deployments/batch")
 class ClusterDeploymentBatch(MethodView):
     @blp.access(member(Role.DEVELOPER, of="cluster_id"))
-    @blp.arguments(BatchIn)
+    @blp.arguments(BatchIn())
     @blp.response(202, DeploymentOut(many=True))
     def post(self, body, cluster_id):
         """Submit up to 1,000 deployments at once, all or nothing; one scheduling pass is requested.

@@ -48,22 +48,27 @@ class CallerAccess:
 def access_of(*, session: Session, object_id: uuid.UUID, user_id: uuid.UUID) -> CallerAccess | None:
     """In one query: the cluster, its organization, the caller's role there and username (access scope);
     None if there is no such cluster."""
-    row = session.execute(
-        select(
-            Cluster.id,
-            Cluster.organization_id,
-            Cluster.name,
-            Cluster.cpu_capacity_millis,
-            Cluster.ram_capacity_mb,
-            Cluster.gpu_capacity,
-            Membership.role,
-            select(User.username).where(User.id == user_id).scalar_subquery(),
+    # Core, not the ORM's execute: this runs on every cluster-scoped request, and wants no entities.
+    row = (
+        session.connection()
+        .execute(
+            select(
+                Cluster.id,
+                Cluster.organization_id,
+                Cluster.name,
+                Cluster.cpu_capacity_millis,
+                Cluster.ram_capacity_mb,
+                Cluster.gpu_capacity,
+                Membership.role,
+                select(User.username).where(User.id == user_id).scalar_subquery(),
+            )
+            .outerjoin(
+                Membership, and_(Membership.organization_id == Cluster.organization_id, Membership.user_id == user_id)
+            )
+            .where(Cluster.id == object_id)
         )
-        .outerjoin(
-            Membership, and_(Membership.organization_id == Cluster.organization_id, Membership.user_id == user_id)
-        )
-        .where(Cluster.id == object_id)
-    ).first()
+        .first()
+    )
     if row is None:
         return None
     cluster_id, organization_id, name, cpu_millis, ram_mb, gpu, role, username = row

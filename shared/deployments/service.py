@@ -182,7 +182,8 @@ def submit_many(
         )
         for s in submissions
     ]
-    created = session.execute(
+    connection = session.connection()
+    created = connection.execute(
         _INSERT_DEPLOYMENTS,
         {
             "organization_id": cluster.organization_id,
@@ -205,7 +206,7 @@ def submit_many(
         (deployment_id, d) for deployment_id, dependencies in zip(ids, depends_on, strict=True) for d in dependencies
     ]
     if edges:
-        session.execute(
+        connection.execute(
             _INSERT_DEPENDENCIES,
             {"ids": array_literal(e[0] for e in edges), "depends_on": array_literal(e[1] for e in edges)},
         )
