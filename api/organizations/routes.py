@@ -126,7 +126,7 @@ class InviteDetail(MethodView):
     @blp.response(204)
     def delete(self, org_id, code):
         """Revoke an invite code, at once."""
-        organizations.revoke_invite(session=db.session, organization_id=org_id, code=code)
+        organizations.revoke_invite(session=db.session, organization_id=org_id, actor_id=current_user_id(), code=code)
 
 
 @blp.route("/<uuid:org_id>/members")
@@ -149,7 +149,11 @@ class MemberDetail(MethodView):
     def patch(self, body, org_id, user_id):
         """Change a member's role."""
         membership = organizations.change_role(
-            session=db.session, organization_id=org_id, user_id=user_id, role=Role(body["role"])
+            session=db.session,
+            organization_id=org_id,
+            actor_id=current_user_id(),
+            user_id=user_id,
+            role=Role(body["role"]),
         )
         return _member_out(membership, organizations.username_of(session=db.session, user_id=user_id))
 
@@ -158,4 +162,6 @@ class MemberDetail(MethodView):
     @blp.alt_response(409, schema=ErrorSchema, description="The last admin cannot leave.")
     def delete(self, org_id, user_id):
         """Remove a member (admins), or leave the organization (anyone, for themselves)."""
-        organizations.remove_member(session=db.session, actor=current_member(), user_id=user_id)
+        organizations.remove_member(
+            session=db.session, organization_id=org_id, actor_id=current_user_id(), user_id=user_id
+        )

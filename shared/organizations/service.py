@@ -2,6 +2,8 @@
 
 Every organization-scoped request goes through `require_member`: a caller who is not a member is told
 "not found", exactly as if the object did not exist; a member whose role is too low is told "forbidden".
+Every change to members or invites checks the caller again under the organization's lock (`_authorize`):
+the route's check ran before the lock, and a concurrent request may have demoted or removed the caller.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.errors import Conflict, Forbidden, NotFound
+from shared.errors import Conflict, DomainError, Forbidden, NotFound
 from shared.identity.models import User
 from shared.organizations.models import Invite, Membership, Organization
 from shared.organizations.roles import Role
@@ -29,7 +31,8 @@ def new_invite_code() -> str:
 
 
 def membership(*, session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
-    return session.get(Membership, (organization_id, user_id))
+    """The membership as the database has it now (never a copy the session loaded earlier)."""
+    return session.get(Membership, (organization_id, user_id), populate_existing=True)
 
 
 def require_member(
@@ -125,6 +128,8 @@ def create_invite(
     max_uses: int | None = None,
     expires_in_hours: float | None = None,
 ) -> Invite:
+    """Issue an invite code; the caller must still be an admin once the organization is locked."""
+    _authorize(session, organization_id, actor_id, Role.ADMIN)
     expires_at = utcnow() + timedelta(hours=expires_in_hours) if expires_in_hours is not None else None
     invite = Invite(
         code=new_invite_code(),
@@ -147,7 +152,9 @@ def list_invites(*, session: Session, organization_id: uuid.UUID) -> list[Invite
     return [invite for invite in invites if _usable(invite)]
 
 
-def revoke_invite(*, session: Session, organization_id: uuid.UUID, code: str) -> None:
+def revoke_invite(*, session: Session, organization_id: uuid.UUID, actor_id: uuid.UUID, code: str) -> None:
+    """Revoke an invite code at once."""
+    _authorize(session, organization_id, actor_id, Role.ADMIN)
     invite = session.scalar(
         select(Invite).where(Invite.code == code, Invite.organization_id == organization_id).with_for_update()
     )
@@ -174,6 +181,22 @@ def _lock_organization(session: Session, organization_id: uuid.UUID) -> None:
     session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True))
 
 
+def _authorize(session: Session, organization_id: uuid.UUID, actor_id: uuid.UUID, role: Role) -> Membership:
+    """Lock the organization, then check the caller's membership as it is now (issue 10, finding 5)."""
+    _lock_organization(session, organization_id)
+    try:
+        return require_member(
+            session=session,
+            organization_id=organization_id,
+            user_id=actor_id,
+            role=role,
+            not_found=ORGANIZATION_NOT_FOUND,
+        )
+    except DomainError:
+        session.rollback()
+        raise
+
+
 def _target(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> Membership:
     member = membership(session=session, organization_id=organization_id, user_id=user_id)
     if member is None:
@@ -188,9 +211,11 @@ def _admin_count(session: Session, organization_id: uuid.UUID) -> int:
     )
 
 
-def change_role(*, session: Session, organization_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> Membership:
-    """Set a member's role; the last admin cannot be demoted."""
-    _lock_organization(session, organization_id)
+def change_role(
+    *, session: Session, organization_id: uuid.UUID, actor_id: uuid.UUID, user_id: uuid.UUID, role: Role
+) -> Membership:
+    """An admin sets a member's role; the last admin cannot be demoted."""
+    _authorize(session, organization_id, actor_id, Role.ADMIN)
     member = _target(session, organization_id, user_id)
     if member.role == Role.ADMIN.value and role != Role.ADMIN and _admin_count(session, organization_id) == 1:
         session.rollback()
@@ -200,12 +225,12 @@ def change_role(*, session: Session, organization_id: uuid.UUID, user_id: uuid.U
     return member
 
 
-def remove_member(*, session: Session, actor: Membership, user_id: uuid.UUID) -> None:
+def remove_member(*, session: Session, organization_id: uuid.UUID, actor_id: uuid.UUID, user_id: uuid.UUID) -> None:
     """An admin removes a member, or a member leaves; the last admin cannot leave."""
-    organization_id = actor.organization_id
-    if actor.user_id != user_id and not Role(actor.role).allows(Role.ADMIN):
+    actor = _authorize(session, organization_id, actor_id, Role.VIEWER)
+    if actor_id != user_id and not Role(actor.role).allows(Role.ADMIN):
+        session.rollback()
         raise Forbidden("Only an admin can remove another member; you may remove yourself.")
-    _lock_organization(session, organization_id)
     member = _target(session, organization_id, user_id)
     if member.role == Role.ADMIN.value and _admin_count(session, organization_id) == 1:
         session.rollback()

@@ -13,6 +13,33 @@ def join(client, identity, code):
     return client.post(f"{ORGS}/join", json={"invite_code": code}, headers=identity.headers)
 
 
+def at_once(app, *requests):
+    """Send each request, `(function, *arguments)` called as `function(client, *arguments)`, from its own
+    thread and test client, all released together; their statuses."""
+    statuses = []
+    barrier = threading.Barrier(len(requests))
+
+    def send(function, *arguments):
+        with app.test_client() as client:
+            barrier.wait()
+            statuses.append(function(client, *arguments).status_code)
+
+    threads = [threading.Thread(target=send, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def remove(client, organization, actor, target):
+    return client.delete(f"{ORGS}/{organization.id}/members/{target.id}", headers=actor.headers)
+
+
+def set_role(client, organization, actor, target, role):
+    return client.patch(f"{ORGS}/{organization.id}/members/{target.id}", json={"role": role}, headers=actor.headers)
+
+
 def test_the_creator_is_admin_and_gets_a_developer_invite_code(client, auth):
     me = auth.user()
     response = client.post(ORGS, json={"name": "acme"}, headers=me.headers)
@@ -264,3 +291,27 @@ def test_a_missing_member_is_404(client, auth):
         f"{ORGS}/{organization.id}/members/{uuid.uuid4()}", json={"role": "viewer"}, headers=admin.headers
     )
     assert response.status_code == 404
+
+
+def test_mutual_demotions_at_once_never_both_succeed(app, auth):
+    """Issue 10, finding 5: the caller's role is re-checked under the organization lock."""
+    for _ in range(20):
+        organization, first = auth.org()
+        second = auth.member("admin", organization)
+        auth.member("admin", organization)  # a third admin: the last-admin rule must not be what saves it
+        statuses = at_once(
+            app,
+            (set_role, organization, first, second, "viewer"),
+            (set_role, organization, second, first, "viewer"),
+        )
+        assert sorted(statuses) == [200, 403]
+
+
+def test_mutual_removals_at_once_never_both_succeed(app, auth):
+    """Issue 10, finding 5: a caller removed while its request waited for the lock is no longer a member."""
+    for _ in range(20):
+        organization, first = auth.org()
+        second = auth.member("admin", organization)
+        auth.member("admin", organization)
+        statuses = at_once(app, (remove, organization, first, second), (remove, organization, second, first))
+        assert sorted(statuses) == [204, 404]
