@@ -46,6 +46,7 @@ EXPECTED = {
     ("POST", "/api/v1/organizations/<uuid:org_id>/invites"): Expect("admin", (201,), "invite"),
     ("GET", "/api/v1/organizations/<uuid:org_id>/invites"): Expect("admin", (200,)),
     ("DELETE", "/api/v1/organizations/<uuid:org_id>/invites/<string:code>"): Expect("admin", (204,)),
+    ("POST", "/api/v1/organizations/<uuid:org_id>/invite-code"): Expect("admin", (201,)),
     ("GET", "/api/v1/organizations/<uuid:org_id>/members"): Expect("viewer", (200,)),
     ("PATCH", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (200,), "role"),
     # "admin, or the member itself": the target here is never the caller, so only admins may.
