@@ -2,7 +2,9 @@
 
 Limits are settings (README, configuration table) read per request, so they can be changed without
 code. Login and join count failures only: a user who types the right password is never slowed down
-by the limit, a guesser is.
+by the limit, a guesser is. Failed logins are counted per address and per username *at* an address,
+never per username alone: that would let anyone lock a user out by failing on their name (README,
+security model).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def _setting(name: str):
     return lambda: getattr(current_app.extensions["settings"], name)
 
 
-def _username() -> str:
+def _username_at_address() -> str:
     body = request.get_json(silent=True)
     username = body.get("username") if isinstance(body, dict) else None
-    return f"username:{str(username).lower()}" if isinstance(username, str) else "username:-"
+    name = username.lower() if isinstance(username, str) else "-"
+    return f"username:{name}@{get_remote_address()}"
 
 
 def _failed_login(response) -> bool:
@@ -59,7 +62,9 @@ def _stack(*decorators):
 
 
 login = _stack(
-    limiter.limit(_setting("login_limits"), key_func=_username, deduct_when=_failed_login, scope="login-username"),
+    limiter.limit(
+        _setting("login_limits"), key_func=_username_at_address, deduct_when=_failed_login, scope="login-username"
+    ),
     limiter.limit(_setting("login_address_limit"), deduct_when=_failed_login, scope="login-address"),
 )
 register = limiter.limit(_setting("register_limit"), scope="register")

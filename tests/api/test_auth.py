@@ -13,13 +13,14 @@ from tests.conftest import PASSWORD
 ME = "/api/v1/auth/me"
 
 
-def register(client, username="alice", email=None, password=PASSWORD, **extra):
+def register(client, username="alice", email=None, password=PASSWORD, environ_base=None, **extra):
     body = {"username": username, "email": email or f"{username}@example.com", "password": password, **extra}
-    return client.post("/api/v1/auth/register", json=body)
+    return client.post("/api/v1/auth/register", json=body, environ_base=environ_base or {})
 
 
-def login(client, username="alice", password=PASSWORD, **extra):
-    return client.post("/api/v1/auth/login", json={"username": username, "password": password, **extra})
+def login(client, username="alice", password=PASSWORD, environ_base=None, **extra):
+    body = {"username": username, "password": password, **extra}
+    return client.post("/api/v1/auth/login", json=body, environ_base=environ_base or {})
 
 
 def bearer(token):
