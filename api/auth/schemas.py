@@ -12,7 +12,12 @@ class RegisterIn(Schema):
         ),
     )
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
-    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=8, max=128))
+    password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=8, max=128),
+        metadata={"description": "8-128 characters; not one of the most common passwords, the username or the email."},
+    )
 
 
 class UserOut(Schema):

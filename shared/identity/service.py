@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.errors import Conflict, Unauthorized
+from shared.errors import Conflict, Invalid, Unauthorized
 from shared.identity.models import User
-from shared.identity.passwords import hash_password, needs_rehash, verify_password
+from shared.identity.passwords import hash_password, needs_rehash, password_problem, verify_password
 
 WRONG_CREDENTIALS = "Wrong username or password."
 
@@ -20,7 +20,10 @@ def _by_username(session: Session, username: str) -> User | None:
 
 
 def register(*, session: Session, username: str, email: str, password: str) -> User:
-    """Create a user; 409 if the username or email is taken (case-insensitively)."""
+    """Create a user; 422 for a refused password, 409 if the username or email is taken (case-insensitively)."""
+    problem = password_problem(password, username=username, email=email)
+    if problem:
+        raise Invalid(problem, errors={"json": {"password": [problem]}})
     taken = session.scalar(
         select(User).where((func.lower(User.username) == username.lower()) | (func.lower(User.email) == email.lower()))
     )

@@ -72,6 +72,23 @@ def test_register_validates_each_field(client, username, email, password, bad):
     assert list(response.json["errors"]["json"]) == [bad]
 
 
+@pytest.mark.parametrize(
+    "username, password, why",
+    [
+        ("alice", "password", "most common"),
+        ("alice", "Iloveyou", "most common"),
+        ("alice", "qwerty123", "most common"),
+        ("alice_smith", "ALICE_SMITH", "username or email"),
+        ("alice", "Alice@Example.com", "username or email"),
+    ],
+)
+def test_register_refuses_common_passwords_and_the_username_or_email(client, username, password, why):
+    response = register(client, username=username, password=password)
+    assert response.status_code == 422
+    assert why in response.json["message"]
+    assert response.json["errors"] == {"json": {"password": [response.json["message"]]}}
+
+
 def test_duplicate_username_or_email_is_409_case_insensitively(client):
     assert register(client).status_code == 201
     assert register(client, username="ALICE", email="other@example.com").status_code == 409
