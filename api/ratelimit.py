@@ -42,6 +42,15 @@ def _failed_login(response) -> bool:
     return response.status_code == 401
 
 
+def _registered(response) -> bool:
+    """A registration that answered whether the name and email were free (created, or taken)."""
+    return response.status_code in (201, 409)
+
+
+def _taken(response) -> bool:
+    return response.status_code == 409
+
+
 def _failed_join(response) -> bool:
     return response.status_code == 404
 
@@ -67,7 +76,10 @@ login = _stack(
     ),
     limiter.limit(_setting("login_address_limit"), deduct_when=_failed_login, scope="login-address"),
 )
-register = limiter.limit(_setting("register_limit"), scope="register")
+register = _stack(
+    limiter.limit(_setting("register_limit"), deduct_when=_registered, scope="register"),
+    limiter.limit(_setting("register_taken_limit"), deduct_when=_taken, scope="register-taken"),
+)
 refresh = limiter.limit(_setting("refresh_limit"), scope="refresh")
 join = _stack(
     limiter.limit(_setting("join_address_limit"), deduct_when=_failed_join, scope="join-address"),

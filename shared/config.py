@@ -107,7 +107,8 @@ class Settings:
     refresh_token_days: int = 30
     login_limits: str = "5/minute;20/hour"
     login_address_limit: str = "30/minute"
-    register_limit: str = "300/minute"
+    register_limit: str = "30/hour"
+    register_taken_limit: str = "5/hour"
     join_limit: str = "10/minute"
     join_address_limit: str = "60/minute"
     refresh_limit: str = "60/minute"
@@ -180,9 +181,10 @@ class Settings:
             refresh_token_days=_positive_int(env, "REFRESH_TOKEN_DAYS", 30),
             login_limits=env.get("LOGIN_LIMITS", "5/minute;20/hour"),
             login_address_limit=env.get("LOGIN_ADDRESS_LIMIT", "30/minute"),
-            # Production keeps account creation scarce; a development stack or a test suite registers a
-            # user per test from one address and must not be refused for it.
-            register_limit=env.get("REGISTER_LIMIT", "30/hour" if mode == "production" else "300/minute"),
+            # Account creation is scarce, except on a development stack: acceptance checks drive it over
+            # HTTP from one loopback address, a user per check. The test suite flushes Redis per test.
+            register_limit=env.get("REGISTER_LIMIT", "300/minute" if mode == "development" else "30/hour"),
+            register_taken_limit=env.get("REGISTER_TAKEN_LIMIT", "5/hour"),
             join_limit=env.get("JOIN_LIMIT", "10/minute"),
             join_address_limit=env.get("JOIN_ADDRESS_LIMIT", "60/minute"),
             refresh_limit=env.get("REFRESH_LIMIT", "60/minute"),

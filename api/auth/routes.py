@@ -1,6 +1,6 @@
 """Registration, login, token refresh and logout (API.md, "Auth")."""
 
-from flask import after_this_request, current_app
+from flask import after_this_request, current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_request_location, set_access_cookies, set_refresh_cookies, unset_jwt_cookies
 
@@ -51,7 +51,7 @@ class Register(MethodView):
     @blp.alt_response(429, schema=ErrorSchema, description="Too many registrations from this address.")
     def post(self, body):
         """Create an account. It has no role: roles come with organization memberships."""
-        return identity.register(session=db.session, **body)
+        return identity.register(session=db.session, address=request.remote_addr, **body)
 
 
 @blp.route("/login")

@@ -101,9 +101,11 @@ def test_database_urls_are_pinned_to_psycopg2(given, expected):
     assert sqlalchemy_url(given) == expected
 
 
-def test_registration_is_scarcer_in_production_by_default():
+def test_registration_is_scarce_except_on_a_development_stack():
     production = Settings.from_env(PRODUCTION)
+    test = Settings.from_env({**URLS, "HV_ENV": "test", "SECRET_KEY": "k" * 40})
     development = Settings.from_env({**URLS, "SECRET_KEY": "k" * 40})
-    assert production.register_limit == "30/hour"
+    assert production.register_limit == test.register_limit == "30/hour"
     assert development.register_limit == "300/minute"
+    assert production.register_taken_limit == test.register_taken_limit == development.register_taken_limit == "5/hour"
     assert Settings.from_env({**URLS, "SECRET_KEY": "k" * 40, "REGISTER_LIMIT": "5/day"}).register_limit == "5/day"
