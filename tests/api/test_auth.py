@@ -287,6 +287,19 @@ def test_cookie_mode_sets_httponly_cookies_and_demands_csrf_on_writes(client, au
     assert created.status_code == 201
 
 
+def test_cookie_mode_keeps_the_tokens_out_of_the_body(client):
+    register(client, username="erin")
+    logged_in = login(client, username="erin", cookies=True)
+    assert logged_in.status_code == 200
+    assert set(logged_in.json) == {"token_type", "expires_in"}
+    refreshed = client.post("/api/v1/auth/refresh", headers={"X-CSRF-TOKEN": _cookie(client, "csrf_refresh_token")})
+    assert refreshed.status_code == 200
+    assert set(refreshed.json) == {"token_type", "expires_in"}
+    assert client.get(ME).status_code == 200  # the refreshed cookies carry the session
+    documented = client.get("/openapi.json").json["components"]["schemas"]["TokensOut"]
+    assert sorted(documented["required"]) == ["expires_in", "token_type"]
+
+
 def test_cookie_mode_refresh_and_logout(client):
     register(client, username="dave")
     login(client, username="dave", cookies=True)
