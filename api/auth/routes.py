@@ -1,6 +1,6 @@
 """Registration, login, token refresh and logout (API.md, "Auth")."""
 
-from flask import after_this_request, current_app
+from flask import after_this_request, current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_request_location, set_access_cookies, set_refresh_cookies, unset_jwt_cookies
 
@@ -26,7 +26,12 @@ def _redis():
     return get_redis(_settings().redis_url)
 
 
-def _tokens_body(pair: tokens.TokenPair) -> dict:
+def _tokens_body(pair: tokens.TokenPair, cookies: bool = False) -> dict:
+    """The pair for the body, or in cookie mode only its type and lifetime: the tokens go in HttpOnly cookies,
+    out of reach of the page's scripts."""
+    if cookies:
+        _set_cookies(pair)
+        return {"token_type": "Bearer", "expires_in": pair.expires_in}
     body = {"access_token": pair.access_token, "token_type": "Bearer", "expires_in": pair.expires_in}
     if pair.refresh_token:
         body["refresh_token"] = pair.refresh_token
@@ -51,7 +56,7 @@ class Register(MethodView):
     @blp.alt_response(429, schema=ErrorSchema, description="Too many registrations from this address.")
     def post(self, body):
         """Create an account. It has no role: roles come with organization memberships."""
-        return identity.register(session=db.session, **body)
+        return identity.register(session=db.session, address=request.remote_addr, **body)
 
 
 @blp.route("/login")
@@ -66,9 +71,7 @@ class Login(MethodView):
         """Exchange a username and password for an access and a refresh token."""
         user = identity.authenticate(session=db.session, username=body["username"], password=body["password"])
         pair = tokens.issue(str(user.id), _settings().access_token_minutes * 60)
-        if body["cookies"]:
-            _set_cookies(pair)
-        return _tokens_body(pair)
+        return _tokens_body(pair, cookies=body["cookies"])
 
 
 @blp.route("/refresh")
@@ -80,9 +83,7 @@ class Refresh(MethodView):
     def post(self):
         """Spend the refresh token (sent as Bearer) for a new access and refresh token; the old one is revoked."""
         pair = tokens.rotate(_redis(), current_claims(), _settings().access_token_minutes * 60)
-        if get_jwt_request_location() == "cookies":
-            _set_cookies(pair)
-        return _tokens_body(pair)
+        return _tokens_body(pair, cookies=get_jwt_request_location() == "cookies")
 
 
 @blp.route("/logout")

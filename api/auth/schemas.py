@@ -12,7 +12,12 @@ class RegisterIn(Schema):
         ),
     )
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
-    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=8, max=128))
+    password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=8, max=128),
+        metadata={"description": "8-128 characters; not one of the most common passwords, the username or the email."},
+    )
 
 
 class UserOut(Schema):
@@ -27,13 +32,20 @@ class LoginIn(Schema):
     password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=1, max=128))
     cookies = ma.fields.Boolean(
         load_default=False,
-        metadata={"description": "Also set the tokens as HttpOnly cookies (with CSRF cookies) for browser clients."},
+        metadata={
+            "description": "For browser clients: set the tokens as HttpOnly cookies (with CSRF cookies) instead "
+            "of returning them in the body."
+        },
     )
 
 
 class TokensOut(Schema):
-    access_token = ma.fields.String(required=True)
-    refresh_token = ma.fields.String(metadata={"description": "A new refresh token: the one used is now revoked."})
+    access_token = ma.fields.String(
+        metadata={"description": "Absent in cookie mode: the tokens then travel only as HttpOnly cookies."}
+    )
+    refresh_token = ma.fields.String(
+        metadata={"description": "A new refresh token: the one used is now revoked. Absent in cookie mode."}
+    )
     token_type = ma.fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "Seconds until the access token expires."})
 

@@ -13,13 +13,14 @@ from tests.conftest import PASSWORD
 ME = "/api/v1/auth/me"
 
 
-def register(client, username="alice", email=None, password=PASSWORD, **extra):
+def register(client, username="alice", email=None, password=PASSWORD, environ_base=None, **extra):
     body = {"username": username, "email": email or f"{username}@example.com", "password": password, **extra}
-    return client.post("/api/v1/auth/register", json=body)
+    return client.post("/api/v1/auth/register", json=body, environ_base=environ_base or {})
 
 
-def login(client, username="alice", password=PASSWORD, **extra):
-    return client.post("/api/v1/auth/login", json={"username": username, "password": password, **extra})
+def login(client, username="alice", password=PASSWORD, environ_base=None, **extra):
+    body = {"username": username, "password": password, **extra}
+    return client.post("/api/v1/auth/login", json=body, environ_base=environ_base or {})
 
 
 def bearer(token):
@@ -69,6 +70,23 @@ def test_register_validates_each_field(client, username, email, password, bad):
     assert response.status_code == 422
     assert response.json["code"] == 422 and response.json["message"]
     assert list(response.json["errors"]["json"]) == [bad]
+
+
+@pytest.mark.parametrize(
+    "username, password, why",
+    [
+        ("alice", "password", "most common"),
+        ("alice", "Iloveyou", "most common"),
+        ("alice", "qwerty123", "most common"),
+        ("alice_smith", "ALICE_SMITH", "username or email"),
+        ("alice", "Alice@Example.com", "username or email"),
+    ],
+)
+def test_register_refuses_common_passwords_and_the_username_or_email(client, username, password, why):
+    response = register(client, username=username, password=password)
+    assert response.status_code == 422
+    assert why in response.json["message"]
+    assert response.json["errors"] == {"json": {"password": [response.json["message"]]}}
 
 
 def test_duplicate_username_or_email_is_409_case_insensitively(client):
@@ -267,6 +285,19 @@ def test_cookie_mode_sets_httponly_cookies_and_demands_csrf_on_writes(client, au
     assert refused.status_code == 401 and refused.json["code"] == 401
     created = client.post("/api/v1/organizations", json={"name": "acme"}, headers={"X-CSRF-TOKEN": csrf})
     assert created.status_code == 201
+
+
+def test_cookie_mode_keeps_the_tokens_out_of_the_body(client):
+    register(client, username="erin")
+    logged_in = login(client, username="erin", cookies=True)
+    assert logged_in.status_code == 200
+    assert set(logged_in.json) == {"token_type", "expires_in"}
+    refreshed = client.post("/api/v1/auth/refresh", headers={"X-CSRF-TOKEN": _cookie(client, "csrf_refresh_token")})
+    assert refreshed.status_code == 200
+    assert set(refreshed.json) == {"token_type", "expires_in"}
+    assert client.get(ME).status_code == 200  # the refreshed cookies carry the session
+    documented = client.get("/openapi.json").json["components"]["schemas"]["TokensOut"]
+    assert sorted(documented["required"]) == ["expires_in", "token_type"]
 
 
 def test_cookie_mode_refresh_and_logout(client):
