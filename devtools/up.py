@@ -62,14 +62,21 @@ def _stop(process: subprocess.Popen | None) -> None:
         process.kill()
 
 
+def api_command(host: str, port: int) -> str:
+    """The API server: gunicorn with the project's gunicorn.conf.py (JSON errors, no per-user control socket)."""
+    return (
+        f"{sys.executable} -m gunicorn --config gunicorn.conf.py --bind {host}:{port} --workers 2 "
+        "--access-logfile - wsgi:app"
+    )
+
+
 def processes() -> dict[str, str]:
     """The stack's long-running processes, by name (ports and log level from the settings)."""
     settings = get_settings()
     level = settings.log_level.lower()
     python = sys.executable
     return {
-        "api": f"{python} -m gunicorn --bind {settings.api_host}:{settings.api_port} --workers 2 "
-        "--access-logfile - wsgi:app",
+        "api": api_command(settings.api_host, settings.api_port),
         "worker": f"{python} -m celery -A worker.app worker --loglevel {level} --concurrency 2 "
         f"--queues {','.join(QUEUES)} --hostname worker1@%h",
         "beat": f"{python} -m celery -A worker.app beat --loglevel {level} "

@@ -32,6 +32,7 @@ class Expect:
 
 # (method, Flask rule) -> expectation, from API.md.
 EXPECTED = {
+    ("GET", "/"): Expect("public", (200,)),
     ("GET", "/healthz"): Expect("public", (200,)),
     ("GET", "/readyz"): Expect("public", (200,)),
     ("POST", "/api/v1/auth/register"): Expect("public", (201,), "register"),
