@@ -225,6 +225,20 @@ def test_garbage_authorization_is_401_never_422(client, value):
     assert set(response.json) == {"code", "status", "message"}
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_case_insensitive(client, auth, scheme):
+    me = auth.user()
+    assert client.get(ME, headers={"Authorization": f"{scheme} {me.access_token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["{token}", "Token {token}", "Bearer {token} {token}"])
+def test_a_token_without_the_bearer_scheme_is_told_how_to_send_it(client, auth, value):
+    me = auth.user()
+    response = client.get(ME, headers={"Authorization": value.format(token=me.access_token)})
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.json["message"] == "Send the token as `Authorization: Bearer <token>`."
+
+
 def test_missing_token_is_401(client):
     response = client.get(ME)
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
