@@ -39,6 +39,10 @@ def _failed_login(response) -> bool:
     return response.status_code == 401
 
 
+def _wrong_password(response) -> bool:
+    return response.status_code == 403
+
+
 def _failed_join(response) -> bool:
     return response.status_code == 404
 
@@ -61,6 +65,11 @@ def _stack(*decorators):
 login = _stack(
     limiter.limit(_setting("login_limits"), key_func=_username, deduct_when=_failed_login, scope="login-username"),
     limiter.limit(_setting("login_address_limit"), deduct_when=_failed_login, scope="login-address"),
+)
+# Password change and account deletion share one count of wrong passwords per user: a stolen access
+# token must not become a password-guessing oracle.
+reauthenticate = limiter.shared_limit(
+    _setting("login_limits"), scope="reauthenticate-user", key_func=_user, deduct_when=_wrong_password
 )
 register = limiter.limit(_setting("register_limit"), scope="register")
 refresh = limiter.limit(_setting("refresh_limit"), scope="refresh")

@@ -83,6 +83,7 @@ class Settings:
     jwt_audience: str = "hypervisor-api"
     access_token_minutes: int = 15
     refresh_token_days: int = 30
+    session_max_days: int = 30
     login_limits: str = "5/minute;20/hour"
     login_address_limit: str = "30/minute"
     register_limit: str = "300/minute"
@@ -147,6 +148,7 @@ class Settings:
             flower_port=_int(env, "FLOWER_PORT", 5555),
             access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", 15),
             refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 30),
+            session_max_days=_int(env, "SESSION_MAX_DAYS", 30),
             login_limits=env.get("LOGIN_LIMITS", "5/minute;20/hour"),
             login_address_limit=env.get("LOGIN_ADDRESS_LIMIT", "30/minute"),
             # Production keeps account creation scarce; a development stack or a test suite registers a

@@ -4,6 +4,10 @@ from api.extensions import Schema
 from api.fields import Name
 
 
+def _password(**options):
+    return ma.fields.String(load_only=True, validate=ma.validate.Length(min=8, max=128), **options)
+
+
 class RegisterIn(Schema):
     username = ma.fields.String(
         required=True,
@@ -12,7 +16,7 @@ class RegisterIn(Schema):
         ),
     )
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
-    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=8, max=128))
+    password = _password(required=True)
 
 
 class UserOut(Schema):
@@ -33,7 +37,12 @@ class LoginIn(Schema):
 
 class TokensOut(Schema):
     access_token = ma.fields.String(required=True)
-    refresh_token = ma.fields.String(metadata={"description": "A new refresh token: the one used is now revoked."})
+    refresh_token = ma.fields.String(
+        metadata={
+            "description": "The session's next refresh token. Single use: spending an already spent one ends the "
+            "session. It never outlives the session (SESSION_MAX_DAYS after the login)."
+        }
+    )
     token_type = ma.fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "Seconds until the access token expires."})
 
@@ -46,3 +55,22 @@ class MembershipOut(Schema):
 
 class MeOut(UserOut):
     organizations = ma.fields.List(ma.fields.Nested(MembershipOut), dump_only=True)
+
+
+class PasswordChangeIn(Schema):
+    current_password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "Your password now, to prove it is you."},
+    )
+    new_password = _password(required=True, metadata={"description": "8-128 characters."})
+
+
+class AccountDeleteIn(Schema):
+    password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "The account's password, to prove it is you."},
+    )
