@@ -12,6 +12,7 @@ import redis
 from flask import Flask
 from flask_jwt_extended import JWTManager
 from flask_limiter.errors import RateLimitExceeded
+from jwt import InvalidTokenError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 BEARER_SCHEME = "bearerAuth"
 API_DESCRIPTION = (
     "Hypervisor schedules ML workloads onto GPU clusters. Authenticate with `POST /api/v1/auth/login`, "
-    "then send `Authorization: Bearer <access_token>`. Errors are JSON: `code`, `status`, `message` "
-    "(and `errors` per field for 422)."
+    "then send `Authorization: Bearer <access_token>`. A login is a session: refresh tokens are single use, "
+    "`POST /api/v1/auth/logout` ends the session and `POST /api/v1/auth/logout-all` every session of the "
+    "user. Errors are JSON: `code`, `status`, `message` (and `errors` per field for 422)."
 )
 
 # A sentence for statuses raised without one of their own (unknown routes, wrong methods, ...).
@@ -100,7 +102,7 @@ class Api(flask_smorest.Api):
 
 
 DENIAL_DESCRIPTIONS = {
-    401: "No, invalid, expired or revoked token.",
+    401: "No, invalid or expired token, or its session has ended.",
     403: "Your role in the organization does not allow this.",
     404: "Not found, or not in one of your organizations.",
 }
@@ -139,7 +141,8 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
 
     @app.errorhandler(DomainError)
     def handle_domain_error(error: DomainError):
-        return error_body(error.status, error.message, error.errors), error.status
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+        return error_body(error.status, error.message, error.errors), error.status, headers
 
     def unauthorized(message: str):
         return error_body(401, message), 401, {"WWW-Authenticate": "Bearer"}
@@ -148,7 +151,7 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
     jwt.unauthorized_loader(lambda reason: unauthorized("Authentication is required: send a valid access token."))
     jwt.invalid_token_loader(lambda reason: unauthorized("The token is invalid."))
     jwt.expired_token_loader(lambda header, payload: unauthorized("The token has expired: refresh it or log in again."))
-    jwt.revoked_token_loader(lambda header, payload: unauthorized("The token has been revoked: log in again."))
+    jwt.revoked_token_loader(lambda header, payload: unauthorized(tokens.SESSION_ENDED))
     jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("A fresh login is required."))
     jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
     jwt.user_lookup_error_loader(lambda header, payload: unauthorized("The token's user no longer exists."))
@@ -157,7 +160,7 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
 
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload) -> bool:
-        return tokens.is_revoked(get_redis(app.extensions["settings"].redis_url), payload["jti"])
+        return not tokens.session_is_active(get_redis(app.extensions["settings"].redis_url), payload)
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)
@@ -185,5 +188,13 @@ def _verify_with_current_or_previous_key(app: Flask, jwt: JWTManager) -> None:
     current = key_id(settings.secret_key)
 
     jwt.additional_headers_loader(lambda _identity: {"kid": current})
-    # An unknown kid gets the current key, and so fails verification unless it was signed with it.
-    jwt.decode_key_loader(lambda header, _payload: keys.get(header.get("kid"), settings.secret_key))
+
+    @jwt.decode_key_loader
+    def _key_for(header: dict, payload: dict) -> str:
+        # Called with the raw, unverified token, before flask-jwt-extended fills in defaults for a
+        # missing `type` or `jti`: the one place to refuse a token that is not shaped like ours.
+        tokens.check_shape(header, payload)
+        key = keys.get(header.get("kid"))
+        if key is None:
+            raise InvalidTokenError("unknown signing key")
+        return key

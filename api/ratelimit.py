@@ -51,6 +51,10 @@ def _taken(response) -> bool:
     return response.status_code == 409
 
 
+def _wrong_password(response) -> bool:
+    return response.status_code == 403
+
+
 def _failed_join(response) -> bool:
     return response.status_code == 404
 
@@ -79,6 +83,11 @@ login = _stack(
 register = _stack(
     limiter.limit(_setting("register_limit"), deduct_when=_registered, scope="register"),
     limiter.limit(_setting("register_taken_limit"), deduct_when=_taken, scope="register-taken"),
+)
+# Password change and account deletion share one count of wrong passwords per user: a stolen access
+# token must not become a password-guessing oracle.
+reauthenticate = limiter.shared_limit(
+    _setting("login_limits"), scope="reauthenticate-user", key_func=_user, deduct_when=_wrong_password
 )
 refresh = limiter.limit(_setting("refresh_limit"), scope="refresh")
 join = _stack(

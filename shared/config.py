@@ -105,6 +105,7 @@ class Settings:
     jwt_audience: str = "hypervisor-api"
     access_token_minutes: int = 15
     refresh_token_days: int = 30
+    session_max_days: int = 30
     login_limits: str = "5/minute;20/hour"
     login_address_limit: str = "30/minute"
     register_limit: str = "30/hour"
@@ -179,6 +180,7 @@ class Settings:
             flower_port=_int(env, "FLOWER_PORT", 5555),
             access_token_minutes=_positive_int(env, "ACCESS_TOKEN_MINUTES", 15),
             refresh_token_days=_positive_int(env, "REFRESH_TOKEN_DAYS", 30),
+            session_max_days=_positive_int(env, "SESSION_MAX_DAYS", 30),
             login_limits=env.get("LOGIN_LIMITS", "5/minute;20/hour"),
             login_address_limit=env.get("LOGIN_ADDRESS_LIMIT", "30/minute"),
             # Account creation is scarce, except on a development stack: acceptance checks drive it over

@@ -4,6 +4,10 @@ from api.extensions import Schema
 from api.fields import Name
 
 
+def _password(**options):
+    return ma.fields.String(load_only=True, validate=ma.validate.Length(min=8, max=128), **options)
+
+
 class RegisterIn(Schema):
     username = ma.fields.String(
         required=True,
@@ -12,10 +16,8 @@ class RegisterIn(Schema):
         ),
     )
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
-    password = ma.fields.String(
+    password = _password(
         required=True,
-        load_only=True,
-        validate=ma.validate.Length(min=8, max=128),
         metadata={"description": "8-128 characters; not one of the most common passwords, the username or the email."},
     )
 
@@ -44,7 +46,10 @@ class TokensOut(Schema):
         metadata={"description": "Absent in cookie mode: the tokens then travel only as HttpOnly cookies."}
     )
     refresh_token = ma.fields.String(
-        metadata={"description": "A new refresh token: the one used is now revoked. Absent in cookie mode."}
+        metadata={
+            "description": "The session's next refresh token. Single use: spending an already spent one ends the "
+            "session. It never outlives the session (SESSION_MAX_DAYS after the login). Absent in cookie mode."
+        }
     )
     token_type = ma.fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "Seconds until the access token expires."})
@@ -58,3 +63,25 @@ class MembershipOut(Schema):
 
 class MeOut(UserOut):
     organizations = ma.fields.List(ma.fields.Nested(MembershipOut), dump_only=True)
+
+
+class PasswordChangeIn(Schema):
+    current_password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "Your password now, to prove it is you."},
+    )
+    new_password = _password(
+        required=True,
+        metadata={"description": "8-128 characters; not one of the most common passwords, the username or the email."},
+    )
+
+
+class AccountDeleteIn(Schema):
+    password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "The account's password, to prove it is you."},
+    )

@@ -308,5 +308,21 @@ def remove_member(*, session: Session, organization_id: uuid.UUID, actor_id: uui
     session.commit()
 
 
+def solely_administered_by(*, session: Session, user_id: uuid.UUID) -> list[Organization]:
+    """Organizations whose only admin is the user; locked, so no concurrent role change can alter the answer."""
+    administered = session.scalars(
+        select(Membership.organization_id)
+        .where(Membership.user_id == user_id, Membership.role == Role.ADMIN.value)
+        .order_by(Membership.organization_id)
+    ).all()
+    for organization_id in administered:
+        _lock_organization(session, organization_id)
+    return [
+        session.get(Organization, organization_id)
+        for organization_id in administered
+        if _admin_count(session, organization_id) == 1
+    ]
+
+
 def username_of(*, session: Session, user_id: uuid.UUID) -> str:
     return session.scalar(select(User.username).where(User.id == user_id))

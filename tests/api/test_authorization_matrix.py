@@ -40,6 +40,10 @@ EXPECTED = {
     ("POST", "/api/v1/auth/refresh"): Expect("refresh", (200,)),
     ("POST", "/api/v1/auth/logout"): Expect("user", (204,)),
     ("GET", "/api/v1/auth/me"): Expect("user", (200,)),
+    ("POST", "/api/v1/auth/logout-all"): Expect("user", (204,)),
+    ("POST", "/api/v1/auth/password"): Expect("user", (200,), "password"),
+    # The admins of the world's organizations are their only admins: they may not delete their accounts.
+    ("DELETE", "/api/v1/auth/me"): Expect("user", (204, 409), "account"),
     ("POST", "/api/v1/organizations"): Expect("user", (201,), "organization"),
     ("GET", "/api/v1/organizations"): Expect("user", (200,)),
     ("POST", "/api/v1/organizations/join"): Expect("user", (200, 409), "join"),
@@ -124,8 +128,9 @@ class World:
         self.revoked = revoked.access_token
         import jwt as pyjwt
 
-        jti = pyjwt.decode(revoked.access_token, options={"verify_signature": False})["jti"]
-        redis_client.set(f"hv:revoked:{jti}", "1", ex=600)
+        from shared.identity import tokens
+
+        tokens.end_session(redis_client, pyjwt.decode(revoked.access_token, options={"verify_signature": False})["sid"])
 
     def headers(self, identity):
         tokens = {"anonymous": None, "expired": self.expired, "revoked": self.revoked}
@@ -159,6 +164,8 @@ class World:
                 "password": "correct horse battery",
             },
             "login": {"username": self.mine.admin.username, "password": "correct horse battery"},
+            "password": {"current_password": "correct horse battery", "new_password": "a new horse battery"},
+            "account": {"password": "correct horse battery"},
             "organization": {"name": "another"},
             "join": {"invite_code": self.mine.invite.code},
             "invite": {"role": "viewer"},

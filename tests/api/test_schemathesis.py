@@ -69,10 +69,14 @@ def schema(app):
 
 
 def _fresh_token(app, user_id):
-    from flask_jwt_extended import create_access_token
+    from shared.identity import tokens
+    from shared.redis import get_redis
 
+    settings = app.extensions["settings"]
     with app.app_context():
-        return create_access_token(identity=str(user_id))
+        return tokens.start_session(
+            get_redis(settings.redis_url), str(user_id), tokens.Lifetimes.from_settings(settings)
+        ).access_token
 
 
 lazy_schema = schemathesis.pytest.from_fixture("schema")
@@ -94,7 +98,7 @@ def test_every_operation_survives_generated_input(case, app, world):
                 case.path_parameters[name] = str(world[name])
     headers = None
     if positive("header"):
-        # A fresh token per case: a generated logout revokes only its own.
+        # A fresh session per case: a generated logout (or logout-all) ends only sessions started before it.
         headers = {"Authorization": f"Bearer {_fresh_token(app, world['user_id'])}"}
     CASES_RUN.append((case.operation.label, case.meta.generation.mode if case.meta else None))
     case.call_and_validate(headers=headers, checks=CHECKS)
