@@ -5,6 +5,7 @@ import dataclasses
 import time
 
 import jwt as pyjwt
+import pytest
 
 from tests.conftest import PASSWORD
 
@@ -165,6 +166,15 @@ def test_password_change_validates_the_new_password(client, auth):
     body = {"current_password": PASSWORD, "new_password": "x"}
     response = client.post(PASSWORD_CHANGE, headers=me.headers, json=body)
     assert response.status_code == 422 and list(response.json["errors"]["json"]) == ["new_password"]
+
+
+@pytest.mark.parametrize("new_password", ["password123", "{username}"])
+def test_password_change_refuses_a_common_password_or_the_username(client, auth, new_password):
+    me = auth.user()
+    body = {"current_password": PASSWORD, "new_password": new_password.format(username=me.username)}
+    response = client.post(PASSWORD_CHANGE, headers=me.headers, json=body)
+    assert response.status_code == 422 and list(response.json["errors"]["json"]) == ["new_password"]
+    assert works(client, me.access_token)
 
 
 def test_wrong_passwords_are_rate_limited_per_user(client, auth):
