@@ -1,7 +1,9 @@
-"""The one place that hooks the error format, the base-schema policy and the security scheme."""
+"""The one place that hooks the error format, the base-schema policy, what a request may carry and the security
+scheme."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from http import HTTPStatus
@@ -9,13 +11,13 @@ from http import HTTPStatus
 import flask_smorest
 import marshmallow as ma
 import redis
-from flask import Flask
+from flask import Flask, request
 from flask_jwt_extended import JWTManager
 from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from api import access
+from api import access, bodies
 from api.pagination import DEFAULT_PAGINATION
 from shared.errors import DomainError
 from shared.identity import tokens
@@ -91,13 +93,18 @@ class Api(flask_smorest.Api):
         else:
             message = DEFAULT_MESSAGES[error.code]
         errors = data.get("errors") or data.get("messages")
-        if error.code == 400 and errors and "json" in errors:
+        if error.code == 400 and errors and "json" in errors and "message" not in data:
             message = "The request body is not valid JSON."
         headers = dict(data.get("headers") or {})
         if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
             headers["Allow"] = ", ".join(error.valid_methods)
         return error_body(error.code, message, errors), error.code, headers
 
+
+BAD_BODY = (
+    f"The body is not valid JSON or Unicode, is nested deeper than {bodies.MAX_DEPTH} levels, or has an "
+    f"object or array of more than {bodies.MAX_MEMBERS} members."
+)
 
 DENIAL_DESCRIPTIONS = {
     401: "No, invalid, expired or revoked token.",
@@ -107,9 +114,30 @@ DENIAL_DESCRIPTIONS = {
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint, with `access`: every view declares who may call it (api/access.py)."""
+    """flask-smorest's Blueprint, with `access`: every view declares who may call it (api/access.py);
+    JSON bodies only, bounded (api/bodies.py)."""
 
     DEFAULT_PAGINATION_PARAMETERS = DEFAULT_PAGINATION
+    ARGUMENTS_PARSER = bodies.Parser()
+
+    def arguments(self, schema, *, location="json", required=True, **kwargs):
+        """flask-smorest's `arguments`; a `json` body must come as JSON (415), and be there if required."""
+        parse = super().arguments(schema, location=location, required=required, **kwargs)
+        if location != "json":
+            return parse
+
+        def decorator(view):
+            parsed = parse(view)
+
+            @functools.wraps(parsed)
+            def checked(*args, **kwargs):
+                bodies.check_body(request, required=required)
+                return parsed(*args, **kwargs)
+
+            checked = self.alt_response(400, schema=ErrorSchema, description=BAD_BODY)(checked)
+            return self.alt_response(415, schema=ErrorSchema, description=DEFAULT_MESSAGES[415])(checked)
+
+        return decorator
 
     def access(self, rule: access.Rule):
         """Enforce `rule` before the view, and document its security and its denials in the spec."""
@@ -127,6 +155,7 @@ class Blueprint(flask_smorest.Blueprint):
 
 def init_extensions(app: Flask) -> Api:
     """Attach the API (docs, error format), JWT handling and domain-error mapping to `app`."""
+    app.json = bodies.JSONProvider(app)
     api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
     api.spec.components.security_scheme(BEARER_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     jwt = JWTManager(app)
