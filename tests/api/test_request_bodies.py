@@ -1,5 +1,5 @@
 """What a request may carry, over every route of the spec (so that a new route is covered by itself):
-JSON bodies only, bounded in depth and members."""
+JSON bodies only, bounded in depth and members, no NUL in any string, pages within bigint."""
 
 import json
 import logging
@@ -8,6 +8,7 @@ import re
 import pytest
 
 from api.bodies import MAX_DEPTH, MAX_MEMBERS
+from api.pagination import MAX_PAGE
 
 
 @pytest.fixture
@@ -130,3 +131,73 @@ def test_a_missing_body_says_so_where_required_and_is_fine_where_optional(client
             assert body["message"] == "This request needs a JSON body (Content-Type: application/json).", path
         else:
             assert response.status_code < 400, (method, path, response.json)
+
+
+def _string_fields(spec, operation):
+    reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = spec["components"]["schemas"][reference.rsplit("/", 1)[1]]
+    return [name for name, field in schema["properties"].items() if field.get("type") == "string"]
+
+
+def test_a_nul_in_any_string_field_is_a_422_naming_the_field(client, world, caplog):
+    admin, values = world
+    spec, found = operations(client, takes_a_body)
+    tried = 0
+    for method, path, operation in found:
+        for field in _string_fields(spec, operation):
+            response = client.open(fill(path, values), method=method, json={field: "a\x00b"}, headers=admin.headers)
+            body = assert_error(response, 422)
+            assert body["errors"]["json"] == {field: ["Must not contain NUL characters."]}, (method, path)
+            tried += 1
+    assert tried >= 10
+    assert_nothing_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/api/v1/auth/login", {"username": "ada\x00", "password": "x"}),
+        ("POST", "/api/v1/organizations/join", {"invite_code": "code\x00"}),
+        ("POST", "/api/v1/deployments/{deployment_id}/fail", {"reason": "oom\x00"}),
+        ("DELETE", "/api/v1/organizations/{org_id}/invites/a%00b", None),
+        ("GET", "/api/v1/clusters/{cluster_id}/deployments?status=queued%00", None),
+    ],
+)
+def test_nul_bytes_in_bodies_paths_and_queries_are_422(client, world, caplog, method, path, body):
+    admin, values = world
+    response = client.open(fill(path, values), method=method, json=body, headers=admin.headers)
+    assert_error(response, 422)
+    assert_nothing_logged(caplog)
+
+
+def test_a_page_beyond_the_bound_is_422_on_every_list(client, world, caplog):
+    admin, values = world
+
+    def paginated(operation):
+        return any(parameter["name"] == "page" for parameter in operation.get("parameters", []))
+
+    _, found = operations(client, paginated)
+    for method, path, operation in found:
+        page = next(p for p in operation["parameters"] if p["name"] == "page")
+        assert page["schema"]["maximum"] == MAX_PAGE
+        url = fill(path, values)
+        assert (
+            client.open(url, method=method, query_string={"page": MAX_PAGE}, headers=admin.headers).status_code == 200
+        )
+        response = client.open(url, method=method, query_string={"page": 99999999999999999}, headers=admin.headers)
+        assert "page" in assert_error(response, 422)["errors"]["query"], (method, path)
+    assert_nothing_logged(caplog)
+
+
+def test_a_refused_nul_login_costs_no_attempt(client, app, monkeypatch):
+    """No password was tried: like a malformed body, the 422 does not count toward the login limits."""
+    import dataclasses
+
+    from tests.api.test_auth import login, register
+
+    settings = dataclasses.replace(app.extensions["settings"], login_limits="2/minute", login_address_limit="2/minute")
+    monkeypatch.setitem(app.extensions, "settings", settings)
+    register(client)
+    for _ in range(5):
+        assert login(client, username="alice\x00").status_code == 422
+    assert login(client).status_code == 200
