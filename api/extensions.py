@@ -201,6 +201,7 @@ def init_extensions(app: Flask) -> Api:
     """Attach the API (docs, error format), JWT handling and domain-error mapping to `app`."""
     app.json = bodies.JSONProvider(app)
     api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api.ma_plugin.converter.add_attribute_function(_exclusive_bounds)
     api.ma_plugin.converter.add_attribute_function(_no_nul_pattern)
     api.register_converter(UnicodeConverter, _string_path_parameter)
     app.url_value_preprocessor(_refuse_nul_in_path)
@@ -208,6 +209,18 @@ def init_extensions(app: Flask) -> Api:
     jwt = JWTManager(app)
     _register_error_handlers(app, jwt)
     return api
+
+
+def _exclusive_bounds(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
+    """OpenAPI 3.0's exclusiveMinimum / exclusiveMaximum for a Range that leaves out its bound (apispec omits them)."""
+    bounds = {}
+    for validator in field.validators:
+        if isinstance(validator, ma.validate.Range):
+            if validator.min is not None and not validator.min_inclusive and ret.get("minimum") == validator.min:
+                bounds["exclusiveMinimum"] = True
+            if validator.max is not None and not validator.max_inclusive and ret.get("maximum") == validator.max:
+                bounds["exclusiveMaximum"] = True
+    return bounds
 
 
 def _no_nul_pattern(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:

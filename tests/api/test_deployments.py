@@ -64,6 +64,7 @@ def test_a_request_larger_than_the_cluster_is_422_naming_the_resource_and_both_n
         ("run_seconds", "10"),
         ("image", "Not An Image!"),
         ("image", ""),
+        ("image", "ghcr.io/acme/train:1\n"),
         ("image", "UPPER/case"),
         ("name", ""),
         ("name", "x" * 129),

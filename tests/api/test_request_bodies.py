@@ -201,3 +201,11 @@ def test_a_refused_nul_login_costs_no_attempt(client, app, monkeypatch):
     for _ in range(5):
         assert login(client, username="alice\x00").status_code == 422
     assert login(client).status_code == 200
+
+
+@pytest.mark.parametrize(("schema", "field"), [("DeploymentIn", "run_seconds"), ("InviteIn", "expires_in_hours")])
+def test_the_spec_says_a_strictly_positive_number_is_strictly_positive(client, schema, field):
+    # API.md: run_seconds > 0; the spec said minimum 0, and 0 was refused.
+    properties = client.get("/openapi.json").json["components"]["schemas"][schema]["properties"][field]
+    assert properties["type"] == "number"
+    assert properties["minimum"] == 0 and properties["exclusiveMinimum"] is True
