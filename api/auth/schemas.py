@@ -1,7 +1,7 @@
 import marshmallow as ma
 
 from api.extensions import Schema
-from api.fields import Name
+from api.fields import Name, Pattern
 
 
 def _password(**options):
@@ -11,9 +11,7 @@ def _password(**options):
 class RegisterIn(Schema):
     username = ma.fields.String(
         required=True,
-        validate=ma.validate.Regexp(
-            r"^[A-Za-z0-9_.-]{3,64}$", error="Use 3-64 characters among letters, digits and _ . -"
-        ),
+        validate=Pattern(r"^[A-Za-z0-9_.-]{3,64}$", error="Use 3-64 characters among letters, digits and _ . -"),
     )
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
     password = _password(

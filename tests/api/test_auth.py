@@ -60,6 +60,7 @@ def test_register_refuses_server_owned_fields(client, field):
         ("ab", "a@example.com", PASSWORD, "username"),
         ("has space", "a@example.com", PASSWORD, "username"),
         ("x" * 65, "a@example.com", PASSWORD, "username"),
+        ("alice\n", "a@example.com", PASSWORD, "username"),
         ("alice", "not-an-email", PASSWORD, "email"),
         ("alice", "a@example.com", "short", "password"),
         ("alice", "a@example.com", "p" * 129, "password"),

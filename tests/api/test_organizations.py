@@ -64,8 +64,16 @@ def test_the_creator_is_admin_and_gets_a_developer_invite_code(client, auth):
 
 def test_organization_names_are_validated(client, auth):
     me = auth.user()
-    for name in ("", " padded ", "x" * 129, "tab\tinside"):
+    for name in ("", " padded ", "x" * 129, "tab\tinside", "trailing\n", "bell\x07", "line\u2028break", "c1\x85"):
         assert client.post(ORGS, json={"name": name}, headers=me.headers).status_code == 422, name
+
+
+def test_an_organization_name_may_be_any_text_the_spec_allows(client, auth):
+    # The spec's pattern is the whole rule: format characters such as an emoji's zero-width joiner pass.
+    me = auth.user()
+    name = "Équipe 👩\u200d💻 R&D"
+    response = client.post(ORGS, json={"name": name}, headers=me.headers)
+    assert response.status_code == 201 and response.json["name"] == name
 
 
 def test_the_list_holds_only_the_callers_organizations(client, auth):
