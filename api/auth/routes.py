@@ -138,9 +138,7 @@ class Password(MethodView):
         """
         identity.change_password(session=db.session, redis=_redis(), user_id=current_user_id(), **body)
         pair = tokens.start_session(_redis(), str(current_user_id()), _lifetimes())
-        if get_jwt_request_location() == "cookies":
-            _set_cookies(pair)
-        return _tokens_body(pair)
+        return _tokens_body(pair, cookies=get_jwt_request_location() == "cookies")
 
 
 @blp.route("/me")

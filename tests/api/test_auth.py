@@ -370,6 +370,19 @@ def test_cookie_mode_keeps_the_tokens_out_of_the_body(client):
     assert sorted(documented["required"]) == ["expires_in", "token_type"]
 
 
+def test_cookie_mode_password_change_keeps_the_new_tokens_out_of_the_body(client):
+    register(client, username="frank")
+    login(client, username="frank", cookies=True)
+    changed = client.post(
+        "/api/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": "a different passphrase"},
+        headers={"X-CSRF-TOKEN": _cookie(client, "csrf_access_token")},
+    )
+    assert changed.status_code == 200
+    assert set(changed.json) == {"token_type", "expires_in"}
+    assert client.get(ME).status_code == 200  # the new session's cookies
+
+
 def test_cookie_mode_refresh_and_logout(client):
     register(client, username="dave")
     login(client, username="dave", cookies=True)
