@@ -252,7 +252,11 @@ def test_another_organizations_deployment_is_404_like_a_missing_one(client, auth
 
 def test_the_pass_goes_on_the_queue_of_the_highest_priority_waiting(client, org, cluster, fleet, redis_client):
     fleet.deployment(cluster, org[1], priority=950)
-    redis_client.flushdb()  # forget the pass that submission asked for: the next request must send one
+    # Forget the pass that submission asked for (its coalescing marker and its message), and only that:
+    # the sessions live in Redis too. The next request must send one.
+    from shared.scheduling.requests import PENDING
+
+    redis_client.delete("critical", "high", "default", "low", *redis_client.scan_iter(f"{PENDING}*"))
     assert submit(client, cluster, org[1], priority=100).status_code == 202
     assert redis_client.llen("critical") == 1
     assert redis_client.llen("low") == 0
