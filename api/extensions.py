@@ -139,7 +139,7 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
 
     @app.errorhandler(DomainError)
     def handle_domain_error(error: DomainError):
-        return error_body(error.status, error.message, error.errors), error.status
+        return error_body(error.status, error.message, error.errors), error.status, error.headers
 
     def unauthorized(message: str):
         return error_body(401, message), 401, {"WWW-Authenticate": "Bearer"}
