@@ -210,6 +210,7 @@ class Auth:
     def user(self, username=None):
         from shared.identity import tokens
         from shared.identity.models import User
+        from shared.redis import get_redis
 
         self._count += 1
         username = username or f"user{self._count}_{secrets.token_hex(3)}"
@@ -217,7 +218,10 @@ class Auth:
         self.session.add(user)
         self.session.commit()
         with self.app.app_context():
-            pair = tokens.issue(str(user.id), 900)
+            settings = self.app.extensions["settings"]
+            pair = tokens.start_session(
+                get_redis(settings.redis_url), str(user.id), tokens.Lifetimes.from_settings(settings)
+            )
         return Identity(user, pair.access_token, pair.refresh_token)
 
     def org(self, name="org"):
