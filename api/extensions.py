@@ -248,7 +248,9 @@ def _register_error_handlers(app: Flask, jwt: JWTManager) -> None:
 
     @app.errorhandler(DomainError)
     def handle_domain_error(error: DomainError):
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+        headers = dict(error.headers or {})
+        if error.status == 401:
+            headers.setdefault("WWW-Authenticate", "Bearer")
         return error_body(error.status, error.message, error.errors), error.status, headers
 
     def unauthorized(message: str):

@@ -115,7 +115,13 @@ class Settings:
     refresh_limit: str = "60/minute"
     ratelimit_enabled: bool = True
     reconcile_seconds: int = 5
+    reconcile_max_passes: int = 200
     pass_lock_seconds: int = 15
+    max_organizations_per_user: int = 20
+    max_clusters_per_organization: int = 100
+    max_queued_per_cluster: int = 50_000
+    max_queued_per_organization: int = 100_000
+    max_dependencies_per_deployment: int = 100
 
     @property
     def production(self) -> bool:
@@ -192,7 +198,13 @@ class Settings:
             refresh_limit=env.get("REFRESH_LIMIT", "60/minute"),
             ratelimit_enabled=ratelimit_enabled,
             reconcile_seconds=_int(env, "RECONCILE_SECONDS", 5),
+            reconcile_max_passes=_int(env, "RECONCILE_MAX_PASSES", 200),
             pass_lock_seconds=_int(env, "PASS_LOCK_SECONDS", 15),
+            max_organizations_per_user=_int(env, "MAX_ORGANIZATIONS_PER_USER", 20),
+            max_clusters_per_organization=_int(env, "MAX_CLUSTERS_PER_ORGANIZATION", 100),
+            max_queued_per_cluster=_int(env, "MAX_QUEUED_PER_CLUSTER", 50_000),
+            max_queued_per_organization=_int(env, "MAX_QUEUED_PER_ORGANIZATION", 100_000),
+            max_dependencies_per_deployment=_int(env, "MAX_DEPENDENCIES_PER_DEPLOYMENT", 100),
         )
 
 

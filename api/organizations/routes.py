@@ -55,6 +55,12 @@ class Organizations(MethodView):
     @blp.access(USER)
     @blp.arguments(OrganizationIn)
     @blp.response(201, OrganizationOut)
+    @blp.alt_response(
+        409,
+        schema=ErrorSchema,
+        description="You already belong to as many organizations as you may create "
+        "(MAX_ORGANIZATIONS_PER_USER; the message names the limit).",
+    )
     def post(self, body):
         """Create an organization; you become its admin."""
         organization, membership, invite = organizations.create(

@@ -14,11 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
 from shared.clusters.models import Cluster
+from shared.config import get_settings
 from shared.deployments import transitions
 from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent, Status
-from shared.errors import Conflict, Invalid, NotFound
+from shared.errors import Conflict, Invalid, NotFound, QueueFull
 from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
 from shared.timeutil import utcnow
@@ -85,7 +87,8 @@ def submit(
     max_retries: int = 3,
     run_seconds: float | None = None,
 ) -> Deployment:
-    """Store a queued deployment and ask for a pass. 422 if it could never fit or a dependency is unknown."""
+    """Store a queued deployment and ask for a pass. 422 if it could never fit, a dependency is unknown or
+    there are too many; 429 if the cluster's or organization's queue is full."""
     cluster = session.get(Cluster, cluster_id)
     if cluster is None:
         raise NotFound("Cluster not found.")
@@ -94,6 +97,10 @@ def submit(
         first = next(iter(errors.values()))[0]
         raise Invalid(first, errors={"json": errors})
     wanted = list(dict.fromkeys(depends_on or []))
+    most = get_settings().max_dependencies_per_deployment
+    if len(wanted) > most:
+        message = f"{len(wanted)} dependencies; a deployment may have at most {most} (MAX_DEPENDENCIES_PER_DEPLOYMENT)."
+        raise Invalid(message, errors={"json": {"depends_on": [message]}})
     if wanted:
         found = set(
             session.scalars(
@@ -135,6 +142,11 @@ def submit(
         message=f"Submitted by {actor_name} to cluster {cluster.name}, priority {priority}.",
         actor=actor_name,
     )
+    try:
+        accounting.reserve_queue(session, cluster, 1)
+    except QueueFull:
+        session.rollback()
+        raise
     session.commit()
     request_pass(cluster.id, highest_waiting_priority(session, cluster.id))
     return deployment
@@ -191,9 +203,11 @@ def _act(
         deployment = session.scalar(
             select(Deployment).where(Deployment.id == deployment_id).execution_options(populate_existing=True)
         )
+        was_queued = deployment.status == Status.QUEUED.value
         transition(session, cluster, deployment)
         waiting = _clusters_waiting_on(session, deployment.id) if Status(deployment.status).terminal else {}
         waiting[cluster.id] = highest_waiting_priority(session, cluster.id)
+        accounting.note_change(session, cluster.id, (deployment.status == Status.QUEUED.value) - was_queued)
         session.commit()
     except StaleDataError:
         session.rollback()
@@ -201,6 +215,10 @@ def _act(
     except Exception:
         session.rollback()
         raise
+    # Its own cluster's change was stamped in the transaction; the others' now, after the commit, so that no
+    # transaction locks two clusters' rows. (A crash in between leaves them to the reconciler's backstop for
+    # clusters with queued work and no recent pass.)
+    accounting.mark_for_pass(session, [other for other in waiting if other != cluster.id])
     for cluster_id, priority in waiting.items():
         request_pass(cluster_id, priority)
     return deployment

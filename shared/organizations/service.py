@@ -20,7 +20,8 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from shared.errors import Conflict, DomainError, Forbidden, NotFound
+from shared.config import get_settings
+from shared.errors import Conflict, DomainError, Forbidden, LimitReached, NotFound
 from shared.identity.models import User
 from shared.organizations.models import Invite, Membership, Organization
 from shared.organizations.roles import Role
@@ -57,7 +58,20 @@ def require_member(
 
 
 def create(*, session: Session, actor_id: uuid.UUID, name: str) -> tuple[Organization, Membership, Invite]:
-    """A new organization whose creator is its admin, with a default invite code granting developer."""
+    """A new organization whose creator is its admin, with a default invite code granting developer.
+
+    409 if the creator already belongs to MAX_ORGANIZATIONS_PER_USER organizations (any role: joining by
+    invite is not limited, the inviting organization counts against its own creator)."""
+    # The user's row lock serializes one user's concurrent creations, so the count below holds.
+    session.execute(select(User.id).where(User.id == actor_id).with_for_update(key_share=True))
+    most = get_settings().max_organizations_per_user
+    belongs_to = session.scalar(select(func.count()).where(Membership.user_id == actor_id))
+    if belongs_to >= most:
+        session.rollback()
+        raise LimitReached(
+            f"You belong to {belongs_to} organizations, the limit (MAX_ORGANIZATIONS_PER_USER = {most}): "
+            "leave one before creating another."
+        )
     organization = Organization(id=uuid.uuid4(), name=name)
     session.add(organization)
     session.flush()

@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlalchemy.orm import Session
 
+from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
 from shared.config import get_settings
 from shared.deployments import transitions
@@ -129,6 +130,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     """Plan and apply one pass over the cluster, in one transaction, with the cluster row locked."""
     outcome = PassOutcome()
     cluster = lock_cluster(session, cluster_id)
+    seen = accounting.changes_seen(session, cluster_id)
     rows = session.scalars(
         select(Deployment)
         .where(Deployment.cluster_id == cluster_id, Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
@@ -175,7 +177,10 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     if outcome.failed:
         outcome.follow_up = _clusters_depending_on(session, outcome.failed, exclude=cluster_id)
     cluster.last_pass_at = utcnow()
+    # A pass that stopped at a preemption leaves its changes unseen: the rest of its plan is still to come.
+    accounting.record_pass(session, cluster_id, seen=seen, finished=outcome.handoff is None)
     session.commit()
+    accounting.mark_for_pass(session, outcome.follow_up)
     return outcome
 
 
@@ -234,6 +239,8 @@ def preempt_for(
         transitions.preempt(session, cluster, victim, beneficiary)
     transitions.start(session, cluster, beneficiary)
     cluster.last_pass_at = utcnow()
+    # The rest of the queue still needs a pass: a change.
+    accounting.note_change(session, cluster_id, queued_delta=len(victims) - 1)
     session.commit()
     return True
 
