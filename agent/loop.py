@@ -128,8 +128,8 @@ class Agent:
                     for run in running:
                         self.driver.stop(run, 0)
                 time.sleep(0.1)
-        reports = self.reports() if self.driver.runs_end_with_agent and report else []
-        if reports:
+        reports = self.reports()  # also logs how each run ended
+        if reports and report and self.driver.runs_end_with_agent:
             try:
                 self.client.sync(sync_request(self.info, reports), timeout=FINAL_SYNC_TIMEOUT_SECONDS)
             except (Unauthorized, LeaseHeld, Unavailable) as error:
@@ -194,7 +194,7 @@ class Agent:
                 result.message,
             )
             return
-        where = f" as {run.handle}" if run.handle else ""
+        where = f": {run.handle}" if run.handle else ""
         log.info("started %s generation %s (%s)%s", item.deployment_id, item.generation, item.name, where)
 
     def _stop(self, run: Run, grace_seconds: float, reason: str) -> None:

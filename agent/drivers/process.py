@@ -125,10 +125,17 @@ class ProcessDriver:
         except subprocess.SubprocessError as error:
             log_path.unlink(missing_ok=True)
             return self._keep(_Entry(run, None, None, result=_failed(f"cannot start {spec.command[0]!r}: {error}")))
-        record_path.write_text(
-            json.dumps({"id": spec.deployment_id, "generation": spec.generation, "pgid": process.pid})
-        )
-        run = replace(run, handle=str(process.pid))
+        try:
+            # The record lets the next agent kill what outlives this one (see recover()).
+            record_path.write_text(
+                json.dumps({"id": spec.deployment_id, "generation": spec.generation, "pgid": process.pid})
+            )
+        except OSError as error:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+            log_path.unlink(missing_ok=True)
+            return self._keep(_Entry(run, None, None, result=_failed(f"cannot keep the run's record: {error}")))
+        run = replace(run, handle=f"pid {process.pid}")
         return self._keep(_Entry(run, log_path, record_path, process=process))
 
     def stop(self, run: Run, grace_seconds: float, reason: str | None = None) -> None:

@@ -179,7 +179,7 @@ from agent.drivers.process import ProcessDriver
 
 driver = ProcessDriver(sys.argv[1])
 run = driver.start(RunSpec("d-1", 1, "job", "unused", sys.argv[2:]))
-print(run.handle, flush=True)
+print(run.handle.removeprefix("pid "), flush=True)
 time.sleep(300)
 """
 
@@ -238,6 +238,7 @@ def run_log(driver: ProcessDriver, run) -> str:
 
 def test_runs_do_not_share_the_agents_process_group(driver):
     run = driver.start(spec(["sleep", "300"]))
-    assert os.getpgid(int(run.handle)) == int(run.handle) != os.getpgid(0)
+    pid = int(run.handle.removeprefix("pid "))
+    assert os.getpgid(pid) == pid != os.getpgid(0)
     driver.stop(run, grace_seconds=5)
     assert finished(driver, run).message == "killed by SIGTERM"
