@@ -105,3 +105,15 @@ def test_a_second_agent_on_the_same_state_dir_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         assert first.wait(timeout=10) == 0
+
+
+def test_the_agent_imports_nothing_of_the_server():
+    code = (
+        "import sys, pkgutil, importlib, agent\n"
+        "for module in pkgutil.walk_packages(agent.__path__, 'agent.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'api', 'shared', 'worker', 'devtools'}))\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "[]"

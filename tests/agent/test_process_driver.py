@@ -9,6 +9,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from agent.drivers.base import RunSpec
 from agent.drivers.process import LOGS_LIMIT_BYTES, ProcessDriver
 from tests.agent.conftest import ROOT, alive, wait_until
@@ -73,14 +75,17 @@ def test_logs_are_the_last_64_kib_of_the_output(driver):
     assert result.logs.endswith("xTHE END")
 
 
-def test_logs_cut_in_a_multibyte_character_stay_within_64_kib_and_valid(driver):
-    code = """
+@pytest.mark.parametrize("character", ["é", "😀"])
+def test_logs_cut_in_a_multibyte_character_stay_within_64_kib_and_valid(driver, character):
+    # 100,001 bytes and more: the last 64 KiB begin one byte into a character.
+    code = f"""
         import sys
-        sys.stdout.buffer.write(("é" * 50_001).encode())  # 100,002 bytes: the cut falls inside a character
+        sys.stdout.buffer.write(({character!r} * (100_000 // {len(character.encode())}) + "!").encode())
     """
     result = finished(driver, driver.start(spec(python(code))))
     assert len(result.logs.encode()) <= LOGS_LIMIT_BYTES
-    assert set(result.logs) == {"é"}
+    assert set(result.logs[:-1]) == {character}
+    assert result.logs.endswith("!")
 
 
 def test_stop_waits_for_a_run_that_traps_sigterm_to_finish_its_cleanup(driver):
