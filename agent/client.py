@@ -97,9 +97,14 @@ def _message(raw: bytes) -> str | None:
     except ValueError:
         text = raw.decode("utf-8", errors="replace").strip()
         return text[:200] or None
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    return None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return None
+    # Details (e.g. which agent holds the lease, until when) may come in the error format's `errors`.
+    errors = body.get("errors")
+    if isinstance(errors, dict) and errors:
+        details = ", ".join(f"{name}: {value}" for name, value in errors.items())
+        return f"{body['message']} ({details})"
+    return body["message"]
 
 
 def _seconds(value: str | None) -> float | None:
