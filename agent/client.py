@@ -6,6 +6,7 @@ a library's own, and an agent that needs nothing but Python installs on any bare
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -68,7 +69,7 @@ class Client:
                 payload = answer.read()
         except urllib.error.HTTPError as error:
             raise _refusal(error) from None
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
             raise Unavailable(f"cannot reach {self.url}: {reason}") from None
         try:
