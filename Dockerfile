@@ -8,4 +8,4 @@ COPY . .
 RUN useradd --system --uid 10001 hypervisor && chown -R hypervisor /app
 USER hypervisor
 EXPOSE 8000 5555
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-", "wsgi:app"]
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-", "wsgi:app"]

@@ -8,8 +8,10 @@ from datetime import timedelta
 from flask import Flask
 
 from api.access import enforce_declared_access
+from api.docs import DOCS_CONFIG
 from api.extensions import init_extensions
 from api.ratelimit import init_limiter
+from api.security import init_security_headers
 from shared.config import Settings, get_settings
 from shared.db import db
 from worker.factory import make_celery
@@ -36,10 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
-        OPENAPI_REDOC_PATH="redoc",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        **DOCS_CONFIG,
         JWT_SECRET_KEY=settings.secret_key,
         JWT_ALGORITHM="HS256",
         JWT_DECODE_ALGORITHMS=["HS256"],
@@ -61,14 +60,16 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     api = init_extensions(app)
     init_limiter(app)
-    from api import health
+    init_security_headers(app)
+    from api import docs, health, index
     from api.auth.routes import blp as auth
     from api.clusters.routes import blp as clusters
     from api.deployments.routes import blp as deployments
     from api.organizations.routes import blp as organizations
 
-    for blueprint in (health.blp, auth, organizations, clusters, deployments):
+    for blueprint in (index.blp, health.blp, auth, organizations, clusters, deployments):
         api.register_blueprint(blueprint)
+    app.register_blueprint(docs.blp)
     make_celery(app)
     enforce_declared_access(app)
     return app

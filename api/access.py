@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, g, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 
 from shared.clusters import service as clusters
@@ -100,7 +100,24 @@ def current_access():
     return g.access
 
 
+SEND_AS_BEARER = "Send the token as `Authorization: Bearer <token>`."
+
+
+def _normalize_authorization() -> None:
+    """Accept the Bearer scheme in any case (RFC 9110: schemes are case-insensitive); refuse other shapes."""
+    value = request.headers.get("Authorization", "").strip()
+    if not value:
+        return  # no header: the token may come as a cookie
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise Unauthorized(SEND_AS_BEARER)
+    # flask-jwt-extended compares the scheme case-sensitively; hand it the canonical spelling.
+    request.environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+
 def _authenticate(rule: Rule) -> None:
+    _normalize_authorization()
     verify_jwt_in_request(refresh=rule.credential == "refresh")
     try:
         g.user_id = uuid.UUID(get_jwt_identity())

@@ -10,19 +10,32 @@ from shared.resources import from_units, to_units
 NAME = ma.validate.Length(min=1, max=128)
 
 
+class Pattern(ma.validate.Regexp):
+    """A Regexp that must match the whole string, as in JSON Schema (Python's `$` also matches before a
+    final newline, so `^x$` alone would let "x\\n" through while the spec refuses it)."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+# No control characters (C0, DEL, C1) or line separators, and no blank at either end. In the spec as a
+# pattern, so that clients and schemathesis know the rule exactly.
+NAME_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\s\x00-\x1f\x7f-\x9f])?$"
+
+
 class Name(ma.fields.String):
-    """A display name: 1-128 printable characters, no leading or trailing blanks."""
+    """A display name: 1-128 characters, no control characters, no leading or trailing blanks."""
 
     def __init__(self, **kwargs):
         super().__init__(
-            validate=[NAME, ma.validate.Regexp(r"^\S(.*\S)?$", error="Use 1-128 printable characters.")], **kwargs
+            validate=[
+                NAME,
+                Pattern(NAME_PATTERN, error="Use 1-128 characters, without control characters or blanks at the ends."),
+            ],
+            **kwargs,
         )
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if not text.isprintable():
-            raise ma.ValidationError("Use printable characters only.")
-        return text
 
 
 class Quantity(ma.fields.Field):
@@ -77,7 +90,7 @@ class ImageRef(ma.fields.String):
         super().__init__(
             validate=[
                 ma.validate.Length(min=1, max=255),
-                ma.validate.Regexp(IMAGE_PATTERN, error="Not a Docker image reference (e.g. ghcr.io/acme/train:1.2)."),
+                Pattern(IMAGE_PATTERN, error="Not a Docker image reference (e.g. ghcr.io/acme/train:1.2)."),
             ],
             **kwargs,
         )

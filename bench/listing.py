@@ -54,14 +54,15 @@ def run() -> None:
         os.environ.update(
             DATABASE_URL=database_url, REDIS_URL=redis_url, HV_ENV="test", SECRET_KEY=secrets.token_urlsafe(48)
         )
-        from flask_jwt_extended import create_access_token
         from sqlalchemy.orm import Session
 
         from api import create_app
         from shared.clusters import service as clusters
         from shared.db import db
+        from shared.identity import tokens
         from shared.identity.models import User
         from shared.organizations import service as organizations
+        from shared.redis import get_redis
         from shared.resources import Resources
 
         app = create_app()
@@ -81,7 +82,9 @@ def run() -> None:
             print(f"inserted {DEPLOYMENTS:,} deployments in {time.perf_counter() - start:.1f} s")
             user_id, cluster_id = user.id, cluster.id
         with app.app_context():
-            headers = {"Authorization": f"Bearer {create_access_token(identity=str(user_id))}"}
+            lifetimes = tokens.Lifetimes.from_settings(app.extensions["settings"])
+            pair = tokens.start_session(get_redis(redis_url), str(user_id), lifetimes)
+            headers = {"Authorization": f"Bearer {pair.access_token}"}
         client = app.test_client()
         base = f"/api/v1/clusters/{cluster_id}/deployments"
         some_id = json.loads(client.get(base + "?page_size=1", headers=headers).data)[0]["id"]

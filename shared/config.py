@@ -19,6 +19,9 @@ STATE_DIR = Path(os.environ.get("HV_STATE_DIR", PROJECT_ROOT / ".hypervisor"))
 SERVICES_FILE = STATE_DIR / "services.json"
 
 MIN_SECRET_KEY_BYTES = 32
+# zxcvbn's estimate of the guesses a key needs, as a power of ten: a random 32-character key scores
+# about 29-32, a repeated letter, a keyboard walk or a few words far below.
+MIN_SECRET_KEY_GUESSES_LOG10 = 24
 ENVIRONMENTS = ("development", "production", "test")
 
 
@@ -34,6 +37,25 @@ def _int(env: dict, name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _positive_int(env: dict, name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value}")
+    return value
+
+
+def _refuse_a_guessable_key(name: str, key: str) -> None:
+    """Raise ConfigError if `key` is long enough but predictable (a repeated letter, a sequence, words)."""
+    from zxcvbn import zxcvbn  # loads its dictionaries (~70 ms): only production needs it here
+
+    # zxcvbn reads at most 72 characters; a key whose first 72 are unguessable is unguessable.
+    if zxcvbn(key[:72])["guesses_log10"] < MIN_SECRET_KEY_GUESSES_LOG10:
+        raise ConfigError(
+            f"{name} is too easy to guess (repeated characters, sequences or words); use a random one "
+            '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
+        )
 
 
 def embedded_services() -> dict:
@@ -83,15 +105,23 @@ class Settings:
     jwt_audience: str = "hypervisor-api"
     access_token_minutes: int = 15
     refresh_token_days: int = 30
+    session_max_days: int = 30
     login_limits: str = "5/minute;20/hour"
     login_address_limit: str = "30/minute"
-    register_limit: str = "300/minute"
+    register_limit: str = "30/hour"
+    register_taken_limit: str = "5/hour"
     join_limit: str = "10/minute"
     join_address_limit: str = "60/minute"
     refresh_limit: str = "60/minute"
     ratelimit_enabled: bool = True
     reconcile_seconds: int = 5
+    reconcile_max_passes: int = 200
     pass_lock_seconds: int = 15
+    max_organizations_per_user: int = 20
+    max_clusters_per_organization: int = 100
+    max_queued_per_cluster: int = 50_000
+    max_queued_per_organization: int = 100_000
+    max_dependencies_per_deployment: int = 100
 
     @property
     def production(self) -> bool:
@@ -126,6 +156,7 @@ class Settings:
                     f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_BYTES} bytes in production "
                     '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
                 )
+            _refuse_a_guessable_key("SECRET_KEY", secret_key)
         elif not secret_key:
             secret_key = _dev_secret_key()
         elif len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
@@ -134,6 +165,14 @@ class Settings:
         previous_secret_key = env.get("SECRET_KEY_PREVIOUS", "")
         if previous_secret_key and len(previous_secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise ConfigError(f"SECRET_KEY_PREVIOUS is shorter than {MIN_SECRET_KEY_BYTES} bytes")
+        if previous_secret_key and mode == "production":
+            _refuse_a_guessable_key("SECRET_KEY_PREVIOUS", previous_secret_key)
+
+        ratelimit_enabled = env.get("RATELIMIT_ENABLED", "true").lower() not in ("0", "false", "no")
+        if mode == "production" and not ratelimit_enabled:
+            raise ConfigError(
+                "RATELIMIT_ENABLED=false is refused in production: the limits are what stop password guessing"
+            )
 
         return cls(
             env=mode,
@@ -145,19 +184,27 @@ class Settings:
             api_host=env.get("API_HOST", "127.0.0.1"),
             api_port=_int(env, "API_PORT", 8000),
             flower_port=_int(env, "FLOWER_PORT", 5555),
-            access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", 15),
-            refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 30),
+            access_token_minutes=_positive_int(env, "ACCESS_TOKEN_MINUTES", 15),
+            refresh_token_days=_positive_int(env, "REFRESH_TOKEN_DAYS", 30),
+            session_max_days=_positive_int(env, "SESSION_MAX_DAYS", 30),
             login_limits=env.get("LOGIN_LIMITS", "5/minute;20/hour"),
             login_address_limit=env.get("LOGIN_ADDRESS_LIMIT", "30/minute"),
-            # Production keeps account creation scarce; a development stack or a test suite registers a
-            # user per test from one address and must not be refused for it.
-            register_limit=env.get("REGISTER_LIMIT", "30/hour" if mode == "production" else "300/minute"),
+            # Account creation is scarce, except on a development stack: acceptance checks drive it over
+            # HTTP from one loopback address, a user per check. The test suite flushes Redis per test.
+            register_limit=env.get("REGISTER_LIMIT", "300/minute" if mode == "development" else "30/hour"),
+            register_taken_limit=env.get("REGISTER_TAKEN_LIMIT", "5/hour"),
             join_limit=env.get("JOIN_LIMIT", "10/minute"),
             join_address_limit=env.get("JOIN_ADDRESS_LIMIT", "60/minute"),
             refresh_limit=env.get("REFRESH_LIMIT", "60/minute"),
-            ratelimit_enabled=env.get("RATELIMIT_ENABLED", "true").lower() not in ("0", "false", "no"),
+            ratelimit_enabled=ratelimit_enabled,
             reconcile_seconds=_int(env, "RECONCILE_SECONDS", 5),
+            reconcile_max_passes=_int(env, "RECONCILE_MAX_PASSES", 200),
             pass_lock_seconds=_int(env, "PASS_LOCK_SECONDS", 15),
+            max_organizations_per_user=_int(env, "MAX_ORGANIZATIONS_PER_USER", 20),
+            max_clusters_per_organization=_int(env, "MAX_CLUSTERS_PER_ORGANIZATION", 100),
+            max_queued_per_cluster=_int(env, "MAX_QUEUED_PER_CLUSTER", 50_000),
+            max_queued_per_organization=_int(env, "MAX_QUEUED_PER_ORGANIZATION", 100_000),
+            max_dependencies_per_deployment=_int(env, "MAX_DEPENDENCIES_PER_DEPLOYMENT", 100),
         )
 
 

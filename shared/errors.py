@@ -5,6 +5,7 @@ class DomainError(Exception):
     """A request the domain refuses; `message` is one human sentence."""
 
     status = 400
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, errors: dict | None = None) -> None:
         super().__init__(message)
@@ -32,3 +33,14 @@ class Invalid(DomainError):
     """Input that is well-formed but cannot be accepted (422)."""
 
     status = 422
+
+
+class LimitReached(Conflict):
+    """A configured limit on how many of something a tenant may have (409): delete one to make room."""
+
+
+class QueueFull(DomainError):
+    """A configured limit on queued work (429): retry once some of it has started or been cancelled."""
+
+    status = 429
+    headers = {"Retry-After": "10"}

@@ -66,6 +66,15 @@ def redis_client(settings):
     return get_redis(settings.redis_url)
 
 
+def forget_pass_requests(redis_client) -> None:
+    """Forget every pass requested so far (coalescing markers and queued messages), and nothing else: the
+    sessions of the test's users live in the same Redis."""
+    from shared.queues import QUEUES
+    from shared.scheduling.requests import PENDING
+
+    redis_client.delete(*QUEUES, *redis_client.scan_iter(f"{PENDING}*"))
+
+
 @pytest.fixture
 def clean(app, redis_client):
     """Empty tables and a flushed Redis before the test: each test starts from nothing."""
@@ -210,6 +219,7 @@ class Auth:
     def user(self, username=None):
         from shared.identity import tokens
         from shared.identity.models import User
+        from shared.redis import get_redis
 
         self._count += 1
         username = username or f"user{self._count}_{secrets.token_hex(3)}"
@@ -217,7 +227,10 @@ class Auth:
         self.session.add(user)
         self.session.commit()
         with self.app.app_context():
-            pair = tokens.issue(str(user.id), 900)
+            settings = self.app.extensions["settings"]
+            pair = tokens.start_session(
+                get_redis(settings.redis_url), str(user.id), tokens.Lifetimes.from_settings(settings)
+            )
         return Identity(user, pair.access_token, pair.refresh_token)
 
     def org(self, name="org"):

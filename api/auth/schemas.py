@@ -1,18 +1,23 @@
 import marshmallow as ma
 
 from api.extensions import Schema
-from api.fields import Name
+from api.fields import Name, Pattern
+
+
+def _password(**options):
+    return ma.fields.String(load_only=True, validate=ma.validate.Length(min=8, max=128), **options)
 
 
 class RegisterIn(Schema):
     username = ma.fields.String(
         required=True,
-        validate=ma.validate.Regexp(
-            r"^[A-Za-z0-9_.-]{3,64}$", error="Use 3-64 characters among letters, digits and _ . -"
-        ),
+        validate=Pattern(r"^[A-Za-z0-9_.-]{3,64}$", error="Use 3-64 characters among letters, digits and _ . -"),
     )
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
-    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=8, max=128))
+    password = _password(
+        required=True,
+        metadata={"description": "8-128 characters; not one of the most common passwords, the username or the email."},
+    )
 
 
 class UserOut(Schema):
@@ -27,13 +32,23 @@ class LoginIn(Schema):
     password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=1, max=128))
     cookies = ma.fields.Boolean(
         load_default=False,
-        metadata={"description": "Also set the tokens as HttpOnly cookies (with CSRF cookies) for browser clients."},
+        metadata={
+            "description": "For browser clients: set the tokens as HttpOnly cookies (with CSRF cookies) instead "
+            "of returning them in the body."
+        },
     )
 
 
 class TokensOut(Schema):
-    access_token = ma.fields.String(required=True)
-    refresh_token = ma.fields.String(metadata={"description": "A new refresh token: the one used is now revoked."})
+    access_token = ma.fields.String(
+        metadata={"description": "Absent in cookie mode: the tokens then travel only as HttpOnly cookies."}
+    )
+    refresh_token = ma.fields.String(
+        metadata={
+            "description": "The session's next refresh token. Single use: spending an already spent one ends the "
+            "session. It never outlives the session (SESSION_MAX_DAYS after the login). Absent in cookie mode."
+        }
+    )
     token_type = ma.fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "Seconds until the access token expires."})
 
@@ -46,3 +61,25 @@ class MembershipOut(Schema):
 
 class MeOut(UserOut):
     organizations = ma.fields.List(ma.fields.Nested(MembershipOut), dump_only=True)
+
+
+class PasswordChangeIn(Schema):
+    current_password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "Your password now, to prove it is you."},
+    )
+    new_password = _password(
+        required=True,
+        metadata={"description": "8-128 characters; not one of the most common passwords, the username or the email."},
+    )
+
+
+class AccountDeleteIn(Schema):
+    password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "The account's password, to prove it is you."},
+    )

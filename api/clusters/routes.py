@@ -37,7 +37,12 @@ class OrganizationClusters(MethodView):
     @blp.access(member(Role.ADMIN))
     @blp.arguments(ClusterIn)
     @blp.response(201, ClusterOut)
-    @blp.alt_response(409, schema=ErrorSchema, description="The organization already has a cluster of that name.")
+    @blp.alt_response(
+        409,
+        schema=ErrorSchema,
+        description="The organization already has a cluster of that name, or as many clusters as it may have "
+        "(MAX_CLUSTERS_PER_ORGANIZATION; the message names the limit).",
+    )
     def post(self, body, org_id):
         """Declare a cluster with a fixed capacity."""
         cluster = clusters.create(

@@ -80,6 +80,12 @@ class ClusterDeployments(MethodView):
     @blp.access(member(Role.DEVELOPER, of="cluster_id"))
     @blp.arguments(DeploymentIn())
     @blp.response(202, DeploymentOut)
+    @blp.alt_response(
+        429,
+        schema=ErrorSchema,
+        description="The cluster's or the organization's queue is full (MAX_QUEUED_PER_CLUSTER, "
+        "MAX_QUEUED_PER_ORGANIZATION; the message names the limit): retry after `Retry-After` seconds.",
+    )
     def post(self, body, cluster_id):
         """Submit a deployment; it is queued and a scheduling pass is on its way (poll it)."""
         return _submit([body], batch=False)[0]

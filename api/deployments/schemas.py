@@ -23,8 +23,10 @@ class DeploymentIn(Schema):
     depends_on = ma.fields.List(
         ma.fields.UUID(),
         load_default=list,
-        validate=ma.validate.Length(max=100),
-        metadata={"description": "Deployments of this organization that must complete first."},
+        metadata={
+            "description": "Deployments of this organization that must complete first "
+            "(at most MAX_DEPENDENCIES_PER_DEPLOYMENT, 100 by default)."
+        },
     )
     max_retries = StrictInteger(load_default=3, validate=ma.validate.Range(0, 10))
     run_seconds = StrictFloat(

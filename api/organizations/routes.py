@@ -32,11 +32,35 @@ def _member_out(membership, username):
     }
 
 
+def _invite_out(invite, issuer_username):
+    issuer = None if invite.created_by is None else {"user_id": invite.created_by, "username": issuer_username}
+    return {
+        "code": invite.code,
+        "role": invite.role,
+        "max_uses": invite.max_uses,
+        "uses": invite.uses,
+        "expires_at": invite.expires_at,
+        "created_at": invite.created_at,
+        "issued_by": issuer,
+        "standing": invite.is_default,
+    }
+
+
+def _issued_invite_out(invite):
+    return _invite_out(invite, organizations.username_of(session=db.session, user_id=invite.created_by))
+
+
 @blp.route("")
 class Organizations(MethodView):
     @blp.access(USER)
     @blp.arguments(OrganizationIn)
     @blp.response(201, OrganizationOut)
+    @blp.alt_response(
+        409,
+        schema=ErrorSchema,
+        description="You already belong to as many organizations as you may create "
+        "(MAX_ORGANIZATIONS_PER_USER; the message names the limit).",
+    )
     def post(self, body):
         """Create an organization; you become its admin."""
         organization, membership, invite = organizations.create(
@@ -102,8 +126,12 @@ class Invites(MethodView):
     @blp.arguments(InviteIn, required=False)
     @blp.response(201, InviteOut)
     def post(self, body, org_id):
-        """Issue an invite code granting `role`, optionally limited in uses and time."""
-        return organizations.create_invite(
+        """Issue an invite code granting `role`, optionally limited in uses and time.
+
+        The code admits only while you are an admin of the organization: it dies when you leave, are
+        removed or are demoted.
+        """
+        invite = organizations.create_invite(
             session=db.session,
             organization_id=org_id,
             actor_id=current_user_id(),
@@ -111,13 +139,30 @@ class Invites(MethodView):
             max_uses=body["max_uses"],
             expires_in_hours=body["expires_in_hours"],
         )
+        return _issued_invite_out(invite)
 
     @blp.access(member(Role.ADMIN))
     @blp.response(200, InviteOut(many=True))
     @blp.paginate()
     def get(self, org_id, pagination_parameters):
-        """The organization's usable invite codes, newest first."""
-        return page_of(organizations.list_invites(session=db.session, organization_id=org_id), pagination_parameters)
+        """The organization's usable invite codes, newest first, with who issued each."""
+        rows = organizations.list_invites(session=db.session, organization_id=org_id)
+        return page_of([_invite_out(invite, username) for invite, username in rows], pagination_parameters)
+
+
+@blp.route("/<uuid:org_id>/invite-code")
+class StandingInviteCode(MethodView):
+    @blp.access(member(Role.ADMIN))
+    @blp.response(201, InviteOut)
+    def post(self, org_id):
+        """Rotate the standing invite code: a new one (granting developer), issued by you; the old one dies.
+
+        Also the way to get a standing code back after it was revoked, or died with the admin who issued it.
+        """
+        invite = organizations.rotate_default_invite(
+            session=db.session, organization_id=org_id, actor_id=current_user_id()
+        )
+        return _issued_invite_out(invite)
 
 
 @blp.route("/<uuid:org_id>/invites/<string:code>")
@@ -126,7 +171,7 @@ class InviteDetail(MethodView):
     @blp.response(204)
     def delete(self, org_id, code):
         """Revoke an invite code, at once."""
-        organizations.revoke_invite(session=db.session, organization_id=org_id, code=code)
+        organizations.revoke_invite(session=db.session, organization_id=org_id, actor_id=current_user_id(), code=code)
 
 
 @blp.route("/<uuid:org_id>/members")
@@ -147,9 +192,13 @@ class MemberDetail(MethodView):
     @blp.response(200, MemberOut)
     @blp.alt_response(409, schema=ErrorSchema, description="The last admin cannot be demoted.")
     def patch(self, body, org_id, user_id):
-        """Change a member's role."""
+        """Change a member's role; an admin demoted below admin loses the invite codes they issued."""
         membership = organizations.change_role(
-            session=db.session, organization_id=org_id, user_id=user_id, role=Role(body["role"])
+            session=db.session,
+            organization_id=org_id,
+            actor_id=current_user_id(),
+            user_id=user_id,
+            role=Role(body["role"]),
         )
         return _member_out(membership, organizations.username_of(session=db.session, user_id=user_id))
 
@@ -157,5 +206,11 @@ class MemberDetail(MethodView):
     @blp.response(204)
     @blp.alt_response(409, schema=ErrorSchema, description="The last admin cannot leave.")
     def delete(self, org_id, user_id):
-        """Remove a member (admins), or leave the organization (anyone, for themselves)."""
-        organizations.remove_member(session=db.session, actor=current_member(), user_id=user_id)
+        """Remove a member (admins), or leave the organization (anyone, for themselves).
+
+        The invite codes the member issued die with the membership; the standing code does not unless they
+        issued it: rotate it (POST .../invite-code) if they knew it.
+        """
+        organizations.remove_member(
+            session=db.session, organization_id=org_id, actor_id=current_user_id(), user_id=user_id
+        )

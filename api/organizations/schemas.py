@@ -39,6 +39,11 @@ class InviteIn(Schema):
     )
 
 
+class IssuerOut(Schema):
+    user_id = ma.fields.UUID(required=True)
+    username = ma.fields.String(required=True)
+
+
 class InviteOut(Schema):
     code = ma.fields.String(required=True)
     role = ma.fields.String(required=True)
@@ -46,6 +51,19 @@ class InviteOut(Schema):
     uses = ma.fields.Integer(required=True)
     expires_at = ma.fields.AwareDateTime(allow_none=True, required=True, format="iso")
     created_at = ma.fields.AwareDateTime(required=True, format="iso")
+    issued_by = ma.fields.Nested(
+        IssuerOut,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The admin who issued the code (null if the account is gone). The code admits only "
+            "while they are an admin here, and dies when they leave, are removed or are demoted."
+        },
+    )
+    standing = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "Whether this is the organization's standing code (see POST .../invite-code)."},
+    )
 
 
 class MemberOut(Schema):

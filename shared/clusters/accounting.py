@@ -1,4 +1,4 @@
-"""The books of a cluster: the only code that writes allocated counters and the allocation ledger.
+"""The books of a cluster: the only code that writes its counters (allocated, queued) and the allocation ledger.
 
 Every change happens inside the caller's transaction, with the cluster row locked first
 (`lock_cluster`), counters moved by relative updates in the same transaction as the ledger row and
@@ -15,9 +15,11 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from shared.clusters.models import Allocation, Cluster
+from shared.clusters.models import Allocation, Cluster, ClusterQueue
+from shared.config import get_settings
 from shared.db import array_literal
-from shared.errors import Conflict, NotFound
+from shared.deployments.models import Deployment, Status
+from shared.errors import Conflict, NotFound, QueueFull
 from shared.resources import Resources, describe
 
 CLUSTER_NOT_FOUND = "Cluster not found."
@@ -137,3 +139,97 @@ def repair_counters(session: Session, cluster: Cluster) -> Resources | None:
         return None
     _move_counters(session, cluster, Resources() - drift)
     return drift
+
+
+def reserve_queue(session: Session, cluster: Cluster, count: int) -> None:
+    """Claim room for `count` new queued deployments on the cluster, or raise QueueFull (429) naming the limit.
+
+    Call it last before the commit that stores them. The cluster's count is exact: one conditional
+    relative update of its queue row (held until the commit; a pass holds it only at its very end). The
+    organization's total is the sum of its clusters' counts, read without a lock: concurrent submissions to
+    different clusters of one organization may together overshoot it by what they submit at that instant.
+    The update also stamps a change, so a lost pass request is found by the reconciler.
+    """
+    settings = get_settings()
+    row = session.execute(
+        text(
+            """
+            UPDATE cluster_queues SET queued = queued + :count, changes = changes + 1
+            WHERE cluster_id = :cluster_id AND queued + :count <= :cluster_limit
+              AND (SELECT sum(o.queued) FROM cluster_queues o WHERE o.organization_id = :organization_id)
+                  + :count <= :organization_limit
+            RETURNING queued
+            """
+        ),
+        {
+            "count": count,
+            "cluster_id": cluster.id,
+            "organization_id": cluster.organization_id,
+            "cluster_limit": settings.max_queued_per_cluster,
+            "organization_limit": settings.max_queued_per_organization,
+        },
+    ).first()
+    if row is not None:
+        return
+    queued = session.scalar(select(ClusterQueue.queued).where(ClusterQueue.cluster_id == cluster.id))
+    if queued + count > settings.max_queued_per_cluster:
+        raise QueueFull(
+            f"Cluster {cluster.name} has {queued} queued deployments; {count} more would pass the limit of "
+            f"{settings.max_queued_per_cluster} (MAX_QUEUED_PER_CLUSTER). Retry once some have started."
+        )
+    total = session.scalar(
+        select(func.sum(ClusterQueue.queued)).where(ClusterQueue.organization_id == cluster.organization_id)
+    )
+    raise QueueFull(
+        f"This organization has {total} queued deployments; {count} more would pass the limit of "
+        f"{settings.max_queued_per_organization} (MAX_QUEUED_PER_ORGANIZATION). Retry once some have started."
+    )
+
+
+def note_change(session: Session, cluster_id: uuid.UUID, queued_delta: int = 0) -> None:
+    """Something a pass could act on changed on the cluster: move its queued count, stamp the change.
+
+    Call it last before the commit (the queue row stays locked until then)."""
+    session.execute(
+        update(ClusterQueue)
+        .where(ClusterQueue.cluster_id == cluster_id)
+        .values(queued=ClusterQueue.queued + queued_delta, changes=ClusterQueue.changes + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_for_pass(session: Session, cluster_ids) -> None:
+    """Stamp a change on other clusters (a dependency of their queued work ended) and commit."""
+    if cluster_ids:
+        session.execute(
+            update(ClusterQueue)
+            .where(ClusterQueue.cluster_id.in_(list(cluster_ids)))
+            .values(changes=ClusterQueue.changes + 1)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+
+
+def changes_seen(session: Session, cluster_id: uuid.UUID) -> int:
+    """The cluster's change stamp as a pass starts (read before the pass reads anything else)."""
+    return session.scalar(select(ClusterQueue.changes).where(ClusterQueue.cluster_id == cluster_id)) or 0
+
+
+def record_pass(session: Session, cluster_id: uuid.UUID, *, seen: int, finished: bool) -> None:
+    """As a pass ends, just before its commit: set the queued count exact and, if the pass finished its plan,
+    record that it saw every change up to `seen` (a change stamped since then still asks for a pass)."""
+    # Lock first, count after, in separate statements: every submission that claimed room before the lock
+    # has committed its deployments, and the count's snapshot (taken after the lock) sees them.
+    session.execute(select(ClusterQueue.cluster_id).where(ClusterQueue.cluster_id == cluster_id).with_for_update())
+    queued = session.scalar(
+        select(func.count()).where(Deployment.cluster_id == cluster_id, Deployment.status == Status.QUEUED.value)
+    )
+    values = {"queued": queued}
+    if finished:
+        values["passed_changes"] = func.greatest(ClusterQueue.passed_changes, seen)
+    session.execute(
+        update(ClusterQueue)
+        .where(ClusterQueue.cluster_id == cluster_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )

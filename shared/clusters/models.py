@@ -89,3 +89,22 @@ class ClusterEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))
+
+
+class ClusterQueue(Base):
+    """A cluster's queue bookkeeping: how much is queued, and whether something changed since the last pass.
+
+    A row of its own, not columns of the cluster: a pass holds the cluster row for its whole length, and a
+    submission must not wait for it. Only shared/clusters/accounting.py writes it.
+    """
+
+    __tablename__ = "cluster_queues"
+
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    # Deployments queued on the cluster: the quota check reads it instead of counting; each pass sets it exact.
+    queued: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Bumped by every change a pass could act on (a submission, a release, a capacity change, a dependency
+    # ending); a complete pass records the value it started from. The reconciler passes where they differ.
+    changes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    passed_changes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -9,13 +9,15 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.clusters import accounting
 from shared.clusters.accounting import CLUSTER_NOT_FOUND, lock_cluster
-from shared.clusters.models import Cluster
+from shared.clusters.models import Cluster, ClusterQueue
+from shared.config import get_settings
 from shared.deployments.models import Deployment, Status
 from shared.deployments.service import highest_waiting_priority
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, LimitReached, NotFound
 from shared.identity.models import User
-from shared.organizations.models import Membership
+from shared.organizations.models import Membership, Organization
 from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
 
@@ -92,9 +94,22 @@ def _name_taken(name: str) -> Conflict:
 
 
 def create(*, session: Session, organization_id: uuid.UUID, name: str, capacity: Resources) -> Cluster:
+    """A new cluster; 409 if the name is taken or the organization has MAX_CLUSTERS_PER_ORGANIZATION already."""
+    # The organization's row lock serializes its concurrent creations, so the count below holds.
+    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True))
+    most = get_settings().max_clusters_per_organization
+    existing = session.scalar(select(func.count()).where(Cluster.organization_id == organization_id))
+    if existing >= most:
+        session.rollback()
+        raise LimitReached(
+            f"This organization has {existing} clusters, the limit (MAX_CLUSTERS_PER_ORGANIZATION = {most}): "
+            "delete one before creating another."
+        )
     if session.scalar(select(Cluster.id).where(Cluster.organization_id == organization_id, Cluster.name == name)):
+        session.rollback()
         raise _name_taken(name)
     cluster = Cluster(
+        id=uuid.uuid4(),
         organization_id=organization_id,
         name=name,
         cpu_capacity_millis=capacity.cpu_millis,
@@ -103,6 +118,8 @@ def create(*, session: Session, organization_id: uuid.UUID, name: str, capacity:
     )
     session.add(cluster)
     try:
+        session.flush()
+        session.add(ClusterQueue(cluster_id=cluster.id, organization_id=organization_id))
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -168,12 +185,15 @@ def update(
         session.rollback()
         raise Conflict(f"Cannot shrink cluster {cluster.name}: {'; '.join(too_small)}. Free resources first.")
     cluster.cpu_capacity_millis, cluster.ram_capacity_mb, cluster.gpu_capacity = new.as_tuple()
+    grown = any(more > was for more, was in zip(new.as_tuple(), old.as_tuple(), strict=True))
+    if grown:
+        accounting.note_change(session, cluster.id)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
         raise _name_taken(name) from None
-    if any(grown > was for grown, was in zip(new.as_tuple(), old.as_tuple(), strict=True)):
+    if grown:
         request_pass(cluster.id, highest_waiting_priority(session, cluster.id))
     return cluster
 

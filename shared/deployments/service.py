@@ -17,12 +17,14 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
 from shared.clusters.models import Cluster
+from shared.config import get_settings
 from shared.db import array_literal
 from shared.deployments import transitions
 from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent, Status
-from shared.errors import Conflict, Invalid, NotFound
+from shared.errors import Conflict, Invalid, NotFound, QueueFull
 from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
 from shared.timeutil import utcnow
@@ -96,6 +98,13 @@ QUEUED_REASON = "Waiting for the scheduler's next pass."
 def _item_errors(cluster, index: int | None, submission: Submission, known: set[uuid.UUID]) -> dict[str, list[str]]:
     """What is wrong with one submission on this cluster: the same messages single or batched."""
     errors = _never_fits(submission.resources, cluster)
+    most = get_settings().max_dependencies_per_deployment
+    count = len(set(submission.depends_on))
+    if count > most:
+        errors["depends_on"] = [
+            f"{count} dependencies; a deployment may have at most {most} (MAX_DEPENDENCIES_PER_DEPLOYMENT)."
+        ]
+        return errors
     unknown, later = [], []
     for dependency in submission.depends_on:
         if isinstance(dependency, uuid.UUID):
@@ -147,8 +156,9 @@ def submit_many(
     """Store queued deployments on `cluster` (a Cluster or clusters.ClusterRef), all or none, in one
     transaction of a handful of statements, and ask for one pass. Returns each as the API shows it.
 
-    422 if one could never fit or depends on an unknown deployment (in a batch, on a later or missing
-    item): the errors name each bad item by its index when `batch`, else they are the single submit's.
+    422 if one could never fit, has too many dependencies or depends on an unknown deployment (in a batch,
+    on a later or missing item): the errors name each bad item by its index when `batch`, else they are
+    the single submit's. 429 if the cluster's or organization's queue would pass its limit.
     """
     wanted = {d for s in submissions for d in s.depends_on if isinstance(d, uuid.UUID)}
     known = set()
@@ -218,6 +228,11 @@ def submit_many(
         actor=actor_name,
         status=Status.QUEUED,
     )
+    try:
+        accounting.reserve_queue(session, cluster, len(submissions))  # last before the commit: see its docstring
+    except QueueFull:
+        session.rollback()
+        raise
     session.commit()
     cluster_id = cluster.id
     request_pass(cluster_id, lambda: highest_waiting_priority(session, cluster_id))
@@ -328,9 +343,11 @@ def _act(
         deployment = session.scalar(
             select(Deployment).where(Deployment.id == deployment_id).execution_options(populate_existing=True)
         )
+        was_queued = deployment.status == Status.QUEUED.value
         transition(session, cluster, deployment)
         waiting = _clusters_waiting_on(session, deployment.id) if Status(deployment.status).terminal else {}
         waiting[cluster.id] = highest_waiting_priority(session, cluster.id)
+        accounting.note_change(session, cluster.id, (deployment.status == Status.QUEUED.value) - was_queued)
         session.commit()
     except StaleDataError:
         session.rollback()
@@ -338,6 +355,10 @@ def _act(
     except Exception:
         session.rollback()
         raise
+    # Its own cluster's change was stamped in the transaction; the others' now, after the commit, so that no
+    # transaction locks two clusters' rows. (A crash in between leaves them to the reconciler's backstop for
+    # clusters with queued work and no recent pass.)
+    accounting.mark_for_pass(session, [other for other in waiting if other != cluster.id])
     for cluster_id, priority in waiting.items():
         request_pass(cluster_id, priority)
     return deployment

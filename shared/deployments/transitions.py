@@ -226,14 +226,15 @@ def fail(session: Session, cluster: Cluster, deployment: Deployment, actor: str,
             completes_at=None,
         )
     else:
+        tried = f"{deployment.attempts} attempt" + ("" if deployment.attempts == 1 else "s")
         _change(
             session,
             deployment,
             Status.FAILED,
             event="failed",
-            message=f"Failed ({why}, {actor}) after {deployment.attempts} attempts; no retries left.",
+            message=f"Failed ({why}, {actor}) after {tried}; no retries left.",
             actor=actor,
-            reason=f"Failed after {deployment.attempts} attempts: {why}.",
+            reason=f"Failed after {tried}: {why}.",
             finished_at=utcnow(),
             completes_at=None,
         )

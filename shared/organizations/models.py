@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, func
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
@@ -51,11 +51,20 @@ class Invite(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The code handed out with the organization (API.md: `invite_code`, grants developer).
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # The issuer: the code admits only while they are an admin of the organization. SET NULL keeps the
+    # record when an account is deleted; a code without an issuer admits no one.
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
         CheckConstraint(_ROLE_CHECK, name="role"),
+        # At most one live standing code per organization, however rotations race.
+        Index(
+            "uq_invites_standing",
+            "organization_id",
+            unique=True,
+            postgresql_where=text("is_default AND revoked_at IS NULL"),
+        ),
         CheckConstraint("max_uses IS NULL OR max_uses >= 1", name="max_uses_positive"),
         CheckConstraint("uses >= 0 AND (max_uses IS NULL OR uses <= max_uses)", name="uses_within_max"),
     )

@@ -25,6 +25,7 @@ from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlalchemy.orm import Session
 
+from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
 from shared.config import get_settings
 from shared.deployments import transitions
@@ -160,6 +161,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     """
     outcome = PassOutcome()
     cluster = lock_cluster(session, cluster_id)
+    seen = accounting.changes_seen(session, cluster_id)
     rows = (
         session.connection()
         .execute(
@@ -203,7 +205,10 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     if outcome.failed:
         outcome.follow_up = _clusters_depending_on(session, outcome.failed, exclude=cluster_id)
     cluster.last_pass_at = utcnow()
+    # A pass that stopped at a preemption leaves its changes unseen: the rest of its plan is still to come.
+    accounting.record_pass(session, cluster_id, seen=seen, finished=outcome.handoff is None)
     session.commit()
+    accounting.mark_for_pass(session, outcome.follow_up)
     return outcome
 
 
@@ -262,6 +267,8 @@ def preempt_for(
         transitions.preempt(session, cluster, victim, beneficiary)
     transitions.start(session, cluster, beneficiary)
     cluster.last_pass_at = utcnow()
+    # The rest of the queue still needs a pass: a change.
+    accounting.note_change(session, cluster_id, queued_delta=len(victims) - 1)
     session.commit()
     return True
 

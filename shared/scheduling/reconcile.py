@@ -1,5 +1,9 @@
 """The reconciler: what beat runs every few seconds so that nothing waits forever on a lost message.
 
+It requests passes only where something changed since the last one (the change stamps of cluster_queues),
+shared round-robin between organizations and at most RECONCILE_MAX_PASSES a round; when nothing needs
+doing, a round is one query.
+
 Safe to run twice at once: it only requests passes (which coalesce), sends completions guarded by a
 Redis marker (and idempotent anyway), and repairs drifted counters under a row lock it skips when busy.
 """
@@ -8,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -25,36 +31,27 @@ log = logging.getLogger(__name__)
 
 ACTOR = "reconciler"
 TIMER_MARKER = "hv:timer:"
-# A cluster with queued work that no pass has looked at for this long gets one, whatever else holds.
-STALE_PASS = timedelta(seconds=30)
+# The backstop: a cluster with queued work that no pass has looked at for this long gets one, marked or
+# not (a mark lost between two commits, a counter repaired by hand). Rare enough to cost nothing.
+STALE_PASS = timedelta(minutes=10)
 
-# Clusters where a pass could act: queued work that fits what is free, that outranks something running
-# (it may preempt), whose dependencies have all ended, or that no pass has looked at for a while.
-_CLUSTERS_TO_PASS = text(
+# Everything a round acts on, in one statement (the quiet round is this one query):
+#   pass  - clusters where something changed since their last complete pass (accounting.py stamps changes, a
+#           pass records the stamp it saw), or stale with queued work; with the highest priority queued there
+#   due   - running deployments whose run_seconds end before the next round
+#   drift - clusters whose allocated counters differ from the ledger
+_ROUND = text(
     """
-    SELECT c.id, max(d.priority)
-    FROM clusters c JOIN deployments d ON d.cluster_id = c.id AND d.status = 'queued'
-    WHERE (d.cpu_millis <= c.cpu_capacity_millis - c.cpu_allocated_millis
-           AND d.ram_mb <= c.ram_capacity_mb - c.ram_allocated_mb
-           AND d.gpu <= c.gpu_capacity - c.gpu_allocated)
-       OR EXISTS (SELECT 1 FROM deployments r
-                  WHERE r.cluster_id = c.id AND r.status = 'running' AND r.priority < d.priority)
-       OR (EXISTS (SELECT 1 FROM deployment_dependencies dd WHERE dd.deployment_id = d.id)
-           AND NOT EXISTS (SELECT 1 FROM deployment_dependencies dd JOIN deployments p ON p.id = dd.depends_on_id
-                           WHERE dd.deployment_id = d.id AND p.status IN ('queued', 'running')))
-       OR c.last_pass_at IS NULL OR c.last_pass_at < :stale
-    GROUP BY c.id
-    """
-)
-
-_DUE = text(
-    "SELECT id, completes_at FROM deployments WHERE status = 'running' AND completes_at <= :horizon "
-    "ORDER BY completes_at"
-)
-
-_DRIFTED = text(
-    """
-    SELECT c.id FROM clusters c
+    SELECT 'pass', c.id, c.organization_id, c.last_pass_at,
+           (SELECT coalesce(max(d.priority), 0) FROM deployments d
+            WHERE d.cluster_id = c.id AND d.status = 'queued')
+    FROM clusters c JOIN cluster_queues q ON q.cluster_id = c.id
+    WHERE q.changes <> q.passed_changes OR (q.queued > 0 AND (c.last_pass_at IS NULL OR c.last_pass_at < :stale))
+    UNION ALL
+    SELECT 'due', id, NULL, completes_at, NULL FROM deployments
+    WHERE status = 'running' AND completes_at <= :horizon
+    UNION ALL
+    SELECT 'drift', c.id, NULL, NULL, NULL FROM clusters c
     LEFT JOIN (SELECT cluster_id, sum(cpu_millis) AS cpu, sum(ram_mb) AS ram, sum(gpu) AS gpu
                FROM allocations GROUP BY cluster_id) a ON a.cluster_id = c.id
     WHERE c.cpu_allocated_millis <> coalesce(a.cpu, 0) OR c.ram_allocated_mb <> coalesce(a.ram, 0)
@@ -66,31 +63,60 @@ _DRIFTED = text(
 @dataclass
 class Report:
     passes_requested: int = 0
+    # Changed clusters left for the next round by RECONCILE_MAX_PASSES.
+    passes_deferred: int = 0
     completions_sent: int = 0
     repaired: list[str] = field(default_factory=list)
 
+    @property
+    def quiet(self) -> bool:
+        return self == Report()
+
+
+def fair_order(clusters: list[tuple[uuid.UUID, uuid.UUID, datetime | None, int]]) -> list[tuple[uuid.UUID, int]]:
+    """(cluster, priority) round-robin across organizations: each one's longest-unpassed cluster, then each
+    one's next, and so on; organizations in the order of their longest-unpassed cluster. One tenant's
+    thousand marked clusters cannot push another's single one back."""
+    never = datetime.min.replace(tzinfo=UTC)
+    by_organization: dict[uuid.UUID, list] = defaultdict(list)
+    for cluster_id, organization_id, _last_pass_at, priority in sorted(
+        clusters, key=lambda c: (c[2] or never, str(c[0]))
+    ):
+        by_organization[organization_id].append((cluster_id, priority))
+    rounds = zip_longest(*by_organization.values())
+    return [cluster for round_ in rounds for cluster in round_ if cluster is not None]
+
 
 def reconcile(*, session: Session, send_completion) -> Report:
-    """One round: request passes, send due completions, repair drifted counters."""
+    """One round: request passes where something changed, send due completions, repair drifted counters."""
     report = Report()
     now = utcnow()
-    for cluster_id, priority in session.execute(_CLUSTERS_TO_PASS, {"stale": now - STALE_PASS}).all():
+    period = get_settings().reconcile_seconds
+    rows = session.execute(_ROUND, {"stale": now - STALE_PASS, "horizon": now + timedelta(seconds=period)}).all()
+    session.rollback()  # end the read-only transaction; repairs commit their own
+    if not rows:
+        return report
+    marked = [(row[1], row[2], row[3], row[4]) for row in rows if row[0] == "pass"]
+    budget = get_settings().reconcile_max_passes
+    ordered = fair_order(marked)
+    for cluster_id, priority in ordered[:budget]:
         if request_pass(cluster_id, priority):
             report.passes_requested += 1
-    report.completions_sent = _send_due_completions(session, now, send_completion)
-    for (cluster_id,) in session.execute(_DRIFTED).all():
+    report.passes_deferred = max(0, len(ordered) - budget)
+    due = sorted((row[3], row[1]) for row in rows if row[0] == "due")
+    report.completions_sent = _send_due_completions(due, now, send_completion)
+    for cluster_id in (row[1] for row in rows if row[0] == "drift"):
         if _repair(session, cluster_id):
             report.repaired.append(str(cluster_id))
-    session.rollback()  # end the read-only transaction; repairs committed their own
     return report
 
 
-def _send_due_completions(session: Session, now, send_completion) -> int:
+def _send_due_completions(due, now, send_completion) -> int:
     """Every running deployment due before the next round gets a completion at its due time, once."""
     period = get_settings().reconcile_seconds
     client = get_redis(get_settings().redis_url)
     sent = 0
-    for deployment_id, completes_at in session.execute(_DUE, {"horizon": now + timedelta(seconds=period)}).all():
+    for completes_at, deployment_id in due:
         delay = max(0.0, (completes_at - now).total_seconds())
         # The marker lives until shortly after the due time: if the completion is lost with its worker,
         # a later round sends it again.

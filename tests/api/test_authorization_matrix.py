@@ -32,6 +32,7 @@ class Expect:
 
 # (method, Flask rule) -> expectation, from API.md.
 EXPECTED = {
+    ("GET", "/"): Expect("public", (200,)),
     ("GET", "/healthz"): Expect("public", (200,)),
     ("GET", "/readyz"): Expect("public", (200,)),
     ("POST", "/api/v1/auth/register"): Expect("public", (201,), "register"),
@@ -39,6 +40,10 @@ EXPECTED = {
     ("POST", "/api/v1/auth/refresh"): Expect("refresh", (200,)),
     ("POST", "/api/v1/auth/logout"): Expect("user", (204,)),
     ("GET", "/api/v1/auth/me"): Expect("user", (200,)),
+    ("POST", "/api/v1/auth/logout-all"): Expect("user", (204,)),
+    ("POST", "/api/v1/auth/password"): Expect("user", (200,), "password"),
+    # The admins of the world's organizations are their only admins: they may not delete their accounts.
+    ("DELETE", "/api/v1/auth/me"): Expect("user", (204, 409), "account"),
     ("POST", "/api/v1/organizations"): Expect("user", (201,), "organization"),
     ("GET", "/api/v1/organizations"): Expect("user", (200,)),
     ("POST", "/api/v1/organizations/join"): Expect("user", (200, 409), "join"),
@@ -46,6 +51,7 @@ EXPECTED = {
     ("POST", "/api/v1/organizations/<uuid:org_id>/invites"): Expect("admin", (201,), "invite"),
     ("GET", "/api/v1/organizations/<uuid:org_id>/invites"): Expect("admin", (200,)),
     ("DELETE", "/api/v1/organizations/<uuid:org_id>/invites/<string:code>"): Expect("admin", (204,)),
+    ("POST", "/api/v1/organizations/<uuid:org_id>/invite-code"): Expect("admin", (201,)),
     ("GET", "/api/v1/organizations/<uuid:org_id>/members"): Expect("viewer", (200,)),
     ("PATCH", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (200,), "role"),
     # "admin, or the member itself": the target here is never the caller, so only admins may.
@@ -123,8 +129,9 @@ class World:
         self.revoked = revoked.access_token
         import jwt as pyjwt
 
-        jti = pyjwt.decode(revoked.access_token, options={"verify_signature": False})["jti"]
-        redis_client.set(f"hv:revoked:{jti}", "1", ex=600)
+        from shared.identity import tokens
+
+        tokens.end_session(redis_client, pyjwt.decode(revoked.access_token, options={"verify_signature": False})["sid"])
 
     def headers(self, identity):
         tokens = {"anonymous": None, "expired": self.expired, "revoked": self.revoked}
@@ -158,6 +165,8 @@ class World:
                 "password": "correct horse battery",
             },
             "login": {"username": self.mine.admin.username, "password": "correct horse battery"},
+            "password": {"current_password": "correct horse battery", "new_password": "a new horse battery"},
+            "account": {"password": "correct horse battery"},
             "organization": {"name": "another"},
             "join": {"invite_code": self.mine.invite.code},
             "invite": {"role": "viewer"},

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent
 from shared.queues import QUEUES
 from shared.scheduling.requests import pending_key
+from tests.conftest import forget_pass_requests
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def stored(session, cluster) -> int:
 
 
 def test_a_batch_is_stored_in_the_order_given_and_asks_for_one_pass(client, org, cluster, session, redis_client):
-    redis_client.flushdb()
+    forget_pass_requests(redis_client)
     response = batch(client, cluster, org[1], [item(f"job-{i}", priority=300 + i) for i in range(5)])
     assert response.status_code == 202, response.json
     assert [d["name"] for d in response.json] == [f"job-{i}" for i in range(5)]
@@ -107,7 +108,7 @@ def test_a_reference_is_refused_outside_a_batch(client, org, cluster):
 def test_one_bad_item_stores_nothing_and_is_named_by_index_with_the_single_submits_message(
     client, org, cluster, session, redis_client
 ):
-    redis_client.flushdb()
+    forget_pass_requests(redis_client)
     items = [item("a"), item("b"), item("too-big", gpu=8), item("d")]
     response = batch(client, cluster, org[1], items)
     assert response.status_code == 422

@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from shared.scheduling.requests import pending_key
+from tests.conftest import forget_pass_requests
 
 
 @pytest.fixture
@@ -64,6 +65,7 @@ def test_a_request_larger_than_the_cluster_is_422_naming_the_resource_and_both_n
         ("run_seconds", "10"),
         ("image", "Not An Image!"),
         ("image", ""),
+        ("image", "ghcr.io/acme/train:1\n"),
         ("image", "UPPER/case"),
         ("name", ""),
         ("name", "x" * 129),
@@ -189,13 +191,18 @@ def test_fail_requeues_until_the_retries_are_spent(client, org, cluster, fleet):
     fleet.start(deployment)
     second = act(client, deployment, admin, "fail")
     assert second.json["status"] == "failed" and second.json["attempts"] == 2
+    assert second.json["reason"].startswith("Failed after 2 attempts:")
     assert second.json["finished_at"]
     assert client.get(f"/api/v1/clusters/{cluster.id}", headers=admin.headers).json["allocated"]["gpu"] == 0
 
 
 def test_fail_with_no_retries_fails_at_once(client, org, cluster, fleet):
     deployment = fleet.start(fleet.deployment(cluster, org[1], max_retries=0))
-    assert act(client, deployment, org[1], "fail").json["status"] == "failed"
+    response = act(client, deployment, org[1], "fail", reason="oom")
+    assert response.json["status"] == "failed"
+    assert response.json["reason"] == "Failed after 1 attempt: oom."
+    events = client.get(f"/api/v1/deployments/{deployment.id}/events", headers=org[1].headers).json
+    assert "after 1 attempt;" in events[-1]["message"]
 
 
 def test_cancel_from_queued_and_from_running(client, org, cluster, fleet):
@@ -246,7 +253,7 @@ def test_another_organizations_deployment_is_404_like_a_missing_one(client, auth
 
 def test_the_pass_goes_on_the_queue_of_the_highest_priority_waiting(client, org, cluster, fleet, redis_client):
     fleet.deployment(cluster, org[1], priority=950)
-    redis_client.flushdb()  # forget the pass that submission asked for: the next request must send one
+    forget_pass_requests(redis_client)  # the pass that submission asked for: the next request must send one
     assert submit(client, cluster, org[1], priority=100).status_code == 202
     assert redis_client.llen("critical") == 1
     assert redis_client.llen("low") == 0

@@ -13,6 +13,41 @@ def join(client, identity, code):
     return client.post(f"{ORGS}/join", json={"invite_code": code}, headers=identity.headers)
 
 
+def at_once(app, *requests):
+    """Send each request, `(function, *arguments)` called as `function(client, *arguments)`, from its own
+    thread and test client, all released together; their statuses."""
+    statuses = []
+    barrier = threading.Barrier(len(requests))
+
+    def send(function, *arguments):
+        with app.test_client() as client:
+            barrier.wait()
+            statuses.append(function(client, *arguments).status_code)
+
+    threads = [threading.Thread(target=send, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def standing_code(client, organization, admin):
+    return client.get(f"{ORGS}/{organization.id}", headers=admin.headers).json["invite_code"]
+
+
+def rotate(client, organization, admin):
+    return client.post(f"{ORGS}/{organization.id}/invite-code", headers=admin.headers)
+
+
+def remove(client, organization, actor, target):
+    return client.delete(f"{ORGS}/{organization.id}/members/{target.id}", headers=actor.headers)
+
+
+def set_role(client, organization, actor, target, role):
+    return client.patch(f"{ORGS}/{organization.id}/members/{target.id}", json={"role": role}, headers=actor.headers)
+
+
 def test_the_creator_is_admin_and_gets_a_developer_invite_code(client, auth):
     me = auth.user()
     response = client.post(ORGS, json={"name": "acme"}, headers=me.headers)
@@ -29,8 +64,16 @@ def test_the_creator_is_admin_and_gets_a_developer_invite_code(client, auth):
 
 def test_organization_names_are_validated(client, auth):
     me = auth.user()
-    for name in ("", " padded ", "x" * 129, "tab\tinside"):
+    for name in ("", " padded ", "x" * 129, "tab\tinside", "trailing\n", "bell\x07", "line\u2028break", "c1\x85"):
         assert client.post(ORGS, json={"name": name}, headers=me.headers).status_code == 422, name
+
+
+def test_an_organization_name_may_be_any_text_the_spec_allows(client, auth):
+    # The spec's pattern is the whole rule: format characters such as an emoji's zero-width joiner pass.
+    me = auth.user()
+    name = "Équipe 👩\u200d💻 R&D"
+    response = client.post(ORGS, json={"name": name}, headers=me.headers)
+    assert response.status_code == 201 and response.json["name"] == name
 
 
 def test_the_list_holds_only_the_callers_organizations(client, auth):
@@ -264,3 +307,145 @@ def test_a_missing_member_is_404(client, auth):
         f"{ORGS}/{organization.id}/members/{uuid.uuid4()}", json={"role": "viewer"}, headers=admin.headers
     )
     assert response.status_code == 404
+
+
+def test_mutual_demotions_at_once_never_both_succeed(app, auth):
+    """Issue 10, finding 5: the caller's role is re-checked under the organization lock."""
+    for _ in range(20):
+        organization, first = auth.org()
+        second = auth.member("admin", organization)
+        auth.member("admin", organization)  # a third admin: the last-admin rule must not be what saves it
+        statuses = at_once(
+            app,
+            (set_role, organization, first, second, "viewer"),
+            (set_role, organization, second, first, "viewer"),
+        )
+        assert sorted(statuses) == [200, 403]
+
+
+def test_mutual_removals_at_once_never_both_succeed(app, auth):
+    """Issue 10, finding 5: a caller removed while its request waited for the lock is no longer a member."""
+    for _ in range(20):
+        organization, first = auth.org()
+        second = auth.member("admin", organization)
+        auth.member("admin", organization)
+        statuses = at_once(app, (remove, organization, first, second), (remove, organization, second, first))
+        assert sorted(statuses) == [204, 404]
+
+
+# --- who issued an invite (issue 10, finding 1) ---------------------------------------------------
+
+
+def test_a_removed_admin_cannot_take_the_organization_back_with_their_own_code(client, auth):
+    organization, first = auth.org()
+    second = auth.user()
+    assert join(client, second, standing_code(client, organization, first)).status_code == 200
+    assert set_role(client, organization, first, second, "admin").status_code == 200
+    code = create_invite(client, organization, second, role="admin").json["code"]
+
+    assert remove(client, organization, first, second).status_code == 204
+    assert join(client, second, code).status_code == 404
+    listed = client.get(f"{ORGS}/{organization.id}/invites", headers=first.headers).json
+    assert code not in [invite["code"] for invite in listed]
+    assert {(m["username"], m["role"]) for m in members(client, organization, first).json} == {
+        (first.username, "admin")
+    }
+
+
+def test_a_demoted_admins_codes_die_with_the_demotion(client, auth):
+    organization, first = auth.org()
+    second = auth.member("admin", organization)
+    code = create_invite(client, organization, second, role="viewer").json["code"]
+    assert set_role(client, organization, first, second, "developer").status_code == 200
+    assert join(client, auth.user(), code).status_code == 404
+    assert set_role(client, organization, first, second, "admin").status_code == 200
+    assert join(client, auth.user(), code).status_code == 404, "a promotion does not bring old codes back"
+
+
+def test_an_admin_who_leaves_takes_their_codes_along(client, auth):
+    organization, _ = auth.org()
+    second = auth.member("admin", organization)
+    code = create_invite(client, organization, second).json["code"]
+    assert remove(client, organization, second, second).status_code == 204
+    assert join(client, auth.user(), code).status_code == 404
+
+
+def test_the_standing_code_dies_when_its_creator_leaves_and_an_admin_rotates_it(client, auth):
+    organization, creator = auth.org()
+    successor = auth.member("admin", organization)
+    old = standing_code(client, organization, creator)
+    assert remove(client, organization, creator, creator).status_code == 204
+    assert join(client, auth.user(), old).status_code == 404
+    assert standing_code(client, organization, successor) is None
+
+    rotated = rotate(client, organization, successor)
+    assert rotated.status_code == 201
+    assert rotated.json["role"] == "developer" and rotated.json["standing"] is True
+    assert rotated.json["issued_by"] == {"user_id": str(successor.id), "username": successor.username}
+    assert standing_code(client, organization, successor) == rotated.json["code"]
+    assert join(client, auth.user(), rotated.json["code"]).json["role"] == "developer"
+
+
+def test_rotating_the_standing_code_kills_the_old_one_at_once(client, auth):
+    organization, admin = auth.org()
+    old = standing_code(client, organization, admin)
+    new = rotate(client, organization, admin).json["code"]
+    assert new != old
+    assert join(client, auth.user(), old).status_code == 404
+    assert join(client, auth.user(), new).status_code == 200
+    listed = client.get(f"{ORGS}/{organization.id}/invites", headers=admin.headers).json
+    assert [invite["code"] for invite in listed if invite["standing"]] == [new]
+
+
+def test_only_admins_rotate_the_standing_code(client, auth):
+    organization, admin = auth.org()
+    developer = auth.member("developer", organization)
+    old = standing_code(client, organization, admin)
+    assert rotate(client, organization, developer).status_code == 403
+    assert rotate(client, organization, auth.user()).status_code == 404
+    assert standing_code(client, organization, admin) == old
+
+
+def test_invites_show_who_issued_them(client, auth):
+    organization, admin = auth.org()
+    issued = create_invite(client, organization, admin, role="viewer").json
+    expected = {"user_id": str(admin.id), "username": admin.username}
+    assert issued["issued_by"] == expected and issued["standing"] is False
+    listed = client.get(f"{ORGS}/{organization.id}/invites", headers=admin.headers).json
+    assert {invite["code"]: invite["issued_by"] for invite in listed} == {
+        issued["code"]: expected,
+        standing_code(client, organization, admin): expected,
+    }
+
+
+def test_an_invite_never_grants_more_than_its_issuer_holds_when_used(client, auth, session):
+    """Checked at join time, whatever revocation missed (rows changed behind the service's back)."""
+    from shared.organizations.models import Membership
+
+    organization, _ = auth.org()
+    second = auth.member("admin", organization)
+    code = create_invite(client, organization, second, role="admin").json["code"]
+    session.get(Membership, (organization.id, second.id)).role = "developer"
+    session.commit()
+    assert join(client, auth.user(), code).status_code == 404
+
+    session.get(Membership, (organization.id, second.id)).role = "admin"
+    session.commit()
+    assert join(client, auth.user(), code).json["role"] == "admin"
+
+    session.delete(session.get(Membership, (organization.id, second.id)))
+    session.commit()
+    assert join(client, auth.user(), code).status_code == 404
+
+
+def test_a_code_never_outlives_its_issuers_removal_under_concurrent_joins(app, auth):
+    for _ in range(10):
+        organization, first = auth.org()
+        second = auth.member("admin", organization)
+        with app.test_client() as client:
+            code = create_invite(client, organization, second, role="admin").json["code"]
+        joiner = auth.user()
+        statuses = at_once(app, (remove, organization, first, second), (join, joiner, code))
+        assert statuses.count(204) == 1 and set(statuses) <= {204, 200, 404}
+        with app.test_client() as client:
+            assert join(client, auth.user(), code).status_code == 404

@@ -83,3 +83,12 @@ def test_interactive_docs_are_served(client, page, marker):
     response = client.get(page)
     assert response.status_code == 200
     assert marker in response.get_data(as_text=True).lower()
+
+
+def test_root_points_to_the_docs(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    links = response.json
+    assert links["docs"] == "/docs" and links["redoc"] == "/redoc" and links["openapi"] == "/openapi.json"
+    for link in ("docs", "redoc", "openapi", "healthz"):
+        assert client.get(links[link]).status_code == 200, link

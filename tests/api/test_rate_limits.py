@@ -1,6 +1,7 @@
 """Authentication endpoints are rate limited (Flask-Limiter on Redis); a 429 says when to retry."""
 
 import dataclasses
+import logging
 
 import pytest
 
@@ -33,13 +34,15 @@ def test_failed_logins_per_username_are_limited_with_retry_after(client):
     assert login(client).status_code == 429
 
 
-def test_the_username_limit_follows_the_name_across_addresses(client):
+def test_failures_from_one_address_never_lock_the_owner_out_from_another(client):
     register(client)
-    for i in range(5):
-        address = {"REMOTE_ADDR": f"198.51.100.{10 + i}"}
-        client.post("/api/v1/auth/login", json={"username": "alice", "password": "nope nope"}, environ_base=address)
-    blocked = client.post("/api/v1/auth/login", json={"username": "ALICE", "password": "x"}, environ_base=ADDRESS_B)
-    assert blocked.status_code == 429
+    for _ in range(5):
+        assert login(client, password="wrong password", environ_base=ADDRESS_A).status_code == 401
+    # The guesser's address is stopped for this username, whatever the case or the password...
+    assert login(client, username="ALICE", password="x", environ_base=ADDRESS_A).status_code == 429
+    assert login(client, environ_base=ADDRESS_A).status_code == 429
+    # ...while the owner, elsewhere, logs in.
+    assert login(client, environ_base=ADDRESS_B).status_code == 200
 
 
 def test_successful_logins_do_not_count(client):
@@ -66,6 +69,26 @@ def test_registration_per_address_is_limited(client, limits):
     assert register(client, username="one").status_code == 201
     assert register(client, username="two").status_code == 201
     assert register(client, username="three").status_code == 429
+
+
+def test_asking_whether_accounts_exist_is_limited_and_logged(client, caplog):
+    assert register(client, username="alice", environ_base=ADDRESS_B).status_code == 201
+    caplog.set_level(logging.WARNING, logger="shared.identity.service")
+    for i in range(5):
+        taken = register(client, username="alice", email=f"probe{i}@example.com", environ_base=ADDRESS_A)
+        assert taken.status_code == 409
+    blocked = register(client, username="newcomer", environ_base=ADDRESS_A)
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    refusals = [r.getMessage() for r in caplog.records if "already registered" in r.getMessage()]
+    assert len(refusals) == 5 and ADDRESS_A["REMOTE_ADDR"] in refusals[0] and "'alice'" in refusals[0]
+    assert register(client, username="newcomer", environ_base=ADDRESS_B).status_code == 201
+
+
+def test_invalid_registrations_do_not_use_up_the_limit(client, limits):
+    limits(register_limit="1/minute")
+    for _ in range(3):
+        assert register(client, password="password").status_code == 422
+    assert register(client).status_code == 201
 
 
 def test_guessing_invite_codes_is_limited(client, auth, limits):

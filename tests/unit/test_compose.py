@@ -29,3 +29,15 @@ def test_no_default_secrets():
     for variable in ("SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"):
         assert f"${{{variable}:?" in text, f"{variable} must be required, not defaulted"
     assert SERVICES["api"]["environment"]["HV_ENV"] == "production"
+
+
+def test_the_api_is_published_on_loopback_only_behind_a_tls_proxy():
+    # Plain HTTP: TLS terminates in a reverse proxy in front, so the API is not published on every interface.
+    assert SERVICES["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert all(port.startswith("127.0.0.1:") for service in SERVICES.values() for port in service.get("ports", []))
+
+
+def test_gunicorn_runs_with_the_project_config():
+    # gunicorn.conf.py: JSON errors from gunicorn itself, no per-user control socket shared between stacks.
+    assert "--config gunicorn.conf.py" in " ".join(SERVICES["api"]["command"])
+    assert '"--config", "gunicorn.conf.py"' in (ROOT / "Dockerfile").read_text()
