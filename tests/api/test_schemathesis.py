@@ -50,6 +50,7 @@ def world(app, servers, password_hash):
 
 
 SUBMIT = "POST /api/v1/clusters/{cluster_id}/deployments"
+BATCH = "POST /api/v1/clusters/{cluster_id}/deployments/batch"
 CASES_RUN = []
 
 
@@ -104,11 +105,15 @@ def test_every_operation_survives_generated_input(case, app, world):
         for name in ("org_id", "cluster_id", "deployment_id", "user_id"):
             if name in case.path_parameters:
                 case.path_parameters[name] = str(world[name])
-        if case.operation.label == SUBMIT:
+        if case.operation.label in (SUBMIT, BATCH):
             case.path_parameters["cluster_id"] = str(world["roomy_cluster_id"])
-    if positive("body") and isinstance(case.body, dict) and case.body.get("depends_on"):
-        # Valid data may depend only on deployments that exist, a rule no schema can state.
-        case.body["depends_on"] = [str(world["deployment_id"])]
+    if positive("body") and isinstance(case.body, dict):
+        # Valid data may depend only on deployments that exist (in a batch, also on earlier items), a rule no
+        # schema can state.
+        submissions = case.body.get("deployments") if case.operation.label == BATCH else [case.body]
+        for submission in submissions if isinstance(submissions, list) else ():
+            if isinstance(submission, dict) and submission.get("depends_on"):
+                submission["depends_on"] = [str(world["deployment_id"])]
     headers = None
     if positive("header"):
         # A fresh session per case: a generated logout (or logout-all) ends only sessions started before it.
