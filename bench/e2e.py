@@ -39,6 +39,21 @@ STACK = ("api", "worker", "beat")
 BASE = "/api/v1"
 
 
+def _access_token(app, user_id: str, redis_url: str) -> str:
+    """An access token for the bench user: a session's, where sessions exist (the bench also runs on older
+    checkouts, for before/after figures, where a bare JWT was enough)."""
+    from shared.identity import tokens
+
+    if not hasattr(tokens, "start_session"):
+        from flask_jwt_extended import create_access_token
+
+        return create_access_token(identity=user_id)
+    from shared.redis import get_redis
+
+    lifetimes = tokens.Lifetimes.from_settings(app.extensions["settings"])
+    return tokens.start_session(get_redis(redis_url), user_id, lifetimes).access_token
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -250,7 +265,6 @@ def run() -> None:
             "API_PORT": str(port),
         }
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "HV_ENV", "SECRET_KEY", "HV_STATE_DIR")})
-        from flask_jwt_extended import create_access_token
         from sqlalchemy.orm import Session
 
         from api import create_app
@@ -279,7 +293,7 @@ def run() -> None:
             ]
             user_id = str(user.id)
         with app.app_context():
-            token = create_access_token(identity=user_id)
+            token = _access_token(app, user_id, redis_url)
         client = Client(port, token)
         stack = Stack(_stack_commands(env), env, state).start()
         try:
