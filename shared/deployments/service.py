@@ -16,10 +16,17 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
-from shared.clusters.models import Cluster
+from shared.clusters.models import AGENT, Cluster
 from shared.config import get_settings
 from shared.deployments import transitions
-from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent, Status
+from shared.deployments.models import (
+    DEFAULT_GRACE_SECONDS,
+    Deployment,
+    DeploymentDependency,
+    DeploymentEvent,
+    Status,
+    StopIntent,
+)
 from shared.errors import Conflict, Invalid, NotFound, QueueFull
 from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
@@ -86,12 +93,22 @@ def submit(
     depends_on: list[uuid.UUID] | None = None,
     max_retries: int = 3,
     run_seconds: float | None = None,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
 ) -> Deployment:
     """Store a queued deployment and ask for a pass. 422 if it could never fit, a dependency is unknown or
-    there are too many; 429 if the cluster's or organization's queue is full."""
+    there are too many, or it sets run_seconds on an agent cluster; 429 if the cluster's or organization's
+    queue is full."""
     cluster = session.get(Cluster, cluster_id)
     if cluster is None:
         raise NotFound("Cluster not found.")
+    if run_seconds is not None and cluster.runtime == AGENT:
+        message = (
+            f"Cluster {cluster.name} runs deployments with an agent: a deployment ends when its process exits, "
+            "so run_seconds (a simulated duration) does not apply there."
+        )
+        raise Invalid(message, errors={"json": {"run_seconds": [message]}})
     errors = _never_fits(resources, cluster)
     if errors:
         first = next(iter(errors.values()))[0]
@@ -130,6 +147,10 @@ def submit(
         preemptions=0,
         resumes_preempted=False,
         run_seconds=run_seconds,
+        command=command,
+        env=env or {},
+        grace_seconds=grace_seconds,
+        generation=0,
         created_by=actor_id,
     )
     session.add(deployment)
@@ -224,19 +245,46 @@ def _act(
     return deployment
 
 
+def _by_users(cluster: Cluster, deployment: Deployment, action: str) -> None:
+    """On an agent cluster the process's exit decides how a run ends, not a user (409)."""
+    if cluster.runtime == AGENT:
+        raise Conflict(
+            f"Deployment {deployment.name} runs on agent cluster {cluster.name}: it ends when its process exits, "
+            f"so it cannot be {action} by hand. Cancel it to stop it."
+        )
+
+
 def complete(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
-    """Mark a running deployment completed and free its resources."""
-    return _act(session, deployment_id, lambda s, c, d: transitions.complete(s, c, d, actor))
+    """Mark a running deployment completed and free its resources (409 on an agent cluster)."""
+
+    def completing(s: Session, cluster: Cluster, deployment: Deployment) -> None:
+        _by_users(cluster, deployment, "completed")
+        transitions.complete(s, cluster, deployment, actor)
+
+    return _act(session, deployment_id, completing)
 
 
 def fail(*, session: Session, deployment_id: uuid.UUID, actor: str, reason: str | None = None) -> Deployment:
-    """Report a running deployment failed: it is retried while it has retries left."""
-    return _act(session, deployment_id, lambda s, c, d: transitions.fail(s, c, d, actor, reason))
+    """Report a running deployment failed: it is retried while it has retries left (409 on an agent cluster)."""
+
+    def failing(s: Session, cluster: Cluster, deployment: Deployment) -> None:
+        _by_users(cluster, deployment, "failed")
+        transitions.fail(s, cluster, deployment, actor, reason)
+
+    return _act(session, deployment_id, failing)
 
 
 def cancel(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
-    """Cancel a queued or running deployment (freeing its resources if it ran)."""
-    return _act(session, deployment_id, lambda s, c, d: transitions.cancel(s, c, d, actor))
+    """Cancel a queued or running deployment (freeing its resources if it ran). A running one on an agent
+    cluster is stopped first: it is `stopping` until the agent reports it stopped, then `cancelled`."""
+
+    def cancelling(s: Session, cluster: Cluster, deployment: Deployment) -> None:
+        if cluster.runtime == AGENT and deployment.status == Status.RUNNING.value:
+            transitions.request_stop(s, deployment, StopIntent.CANCEL, f"Cancelled by {actor}.", actor)
+        else:
+            transitions.cancel(s, cluster, deployment, actor)
+
+    return _act(session, deployment_id, cancelling)
 
 
 TIMER = "run_seconds timer"

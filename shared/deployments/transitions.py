@@ -15,8 +15,8 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from shared.clusters import accounting
-from shared.clusters.models import Cluster
-from shared.deployments.models import Deployment, DeploymentEvent, Status
+from shared.clusters.models import AGENT, Cluster
+from shared.deployments.models import Deployment, DeploymentEvent, RuntimeState, Status, StopIntent
 from shared.errors import Conflict
 from shared.timeutil import utcnow
 
@@ -97,7 +97,80 @@ def start(session: Session, cluster: Cluster, deployment: Deployment, actor: str
         resumes_preempted=False,
         reason=None,
         started_at=now,
-        completes_at=now + timedelta(seconds=deployment.run_seconds) if deployment.run_seconds else None,
+        completes_at=(
+            now + timedelta(seconds=deployment.run_seconds)
+            if deployment.run_seconds and cluster.runtime != AGENT
+            else None
+        ),
+        generation=deployment.generation + 1,
+        **_new_run(cluster),
+    )
+
+
+def _new_run(cluster: Cluster) -> dict:
+    """The runtime fields of a run just started: on an agent cluster, `pending` until an agent reports it."""
+    if cluster.runtime != AGENT:
+        return {}
+    return {
+        "runtime_state": RuntimeState.PENDING.value,
+        "runtime_agent": None,
+        "runtime_container": None,
+        "runtime_started_at": None,
+        "runtime_exit_code": None,
+        "runtime_message": None,
+        "stop_intent": None,
+        "stop_reason": None,
+    }
+
+
+def request_stop(session: Session, deployment: Deployment, intent: StopIntent, reason: str, actor: str) -> bool:
+    """First phase of a stop on an agent cluster: mark the run `stopping` (status stays running, resources
+    stay allocated) so that the agent stops it; its `stopped` report ends it (`stopped`). False if it
+    already was stopping for that intent (nothing changed); a cancel overrides a preemption in progress."""
+    require_status(deployment, "stopped", Status.RUNNING)
+    if deployment.runtime_state == RuntimeState.STOPPING.value and deployment.stop_intent in (
+        intent.value,
+        StopIntent.CANCEL.value,
+    ):
+        return False
+    deployment.runtime_state = RuntimeState.STOPPING.value
+    deployment.stop_intent = intent.value
+    deployment.stop_reason = reason
+    record(session, deployment, event="stopping", message=f"Stopping: {reason}", actor=actor)
+    session.flush()
+    return True
+
+
+def stopped(session: Session, cluster: Cluster, deployment: Deployment, actor: str) -> None:
+    """Second phase: the agent reports a `stopping` run stopped; its resources are freed and it becomes what
+    the stop was for: cancelled, or queued again after a preemption (no attempt counted when it resumes)."""
+    require_status(deployment, "stopped", Status.RUNNING)
+    accounting.release(session, cluster, deployment.id)
+    reason = deployment.stop_reason or "Stopped."
+    if deployment.stop_intent == StopIntent.PREEMPT.value:
+        _change(
+            session,
+            deployment,
+            Status.QUEUED,
+            event="preempted",
+            message=f"{reason} Stopped by {actor}.",
+            actor=actor,
+            preemptions=deployment.preemptions + 1,
+            resumes_preempted=True,
+            reason=reason,
+            completes_at=None,
+        )
+        return
+    _change(
+        session,
+        deployment,
+        Status.CANCELLED,
+        event="cancelled",
+        message=f"{reason} Stopped by {actor}.",
+        actor=actor,
+        reason=reason,
+        finished_at=utcnow(),
+        completes_at=None,
     )
 
 
