@@ -232,10 +232,15 @@ def _exclusive_bounds(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict
     return bounds
 
 
+# Field metadata of a string whose schema replaces NULs (with U+FFFD) instead of refusing them: no pattern.
+NUL_REPLACED = "nul_replaced"
+
+
 def _no_nul_pattern(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
     """The base schema's NUL rule, in the spec: a pattern on each free-form input string."""
     free_form = ret.get("type") == "string" and not {"pattern", "enum", "format"} & ret.keys()
-    return {"pattern": NO_NUL_PATTERN} if free_form and not field.dump_only else {}
+    refused = free_form and not field.dump_only and not field.metadata.get(NUL_REPLACED)
+    return {"pattern": NO_NUL_PATTERN} if refused else {}
 
 
 def _string_path_parameter(converter: UnicodeConverter) -> dict:

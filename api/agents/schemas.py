@@ -1,7 +1,7 @@
 import marshmallow as ma
 
 from api.clusters.schemas import ResourcesOut
-from api.extensions import Schema
+from api.extensions import NUL_REPLACED, Schema
 from api.fields import Name, StrictInteger
 
 # A sync carries at most this many reports: far more runs than one host has, and a bounded amount of work.
@@ -38,20 +38,20 @@ class ReportIn(Schema):
     generation = StrictInteger(required=True, validate=ma.validate.Range(min=1))
     state = ma.fields.String(required=True, validate=ma.validate.OneOf(REPORT_STATES))
     exit_code = StrictInteger(
-        load_default=None, allow_none=True, metadata={"description": "With `exited`: the process's exit code."}
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "With `exited`: the process's exit code (without one, the run counts as failed)."},
     )
-    message = ma.fields.String(load_default=None, allow_none=True)
+    message = ma.fields.String(load_default=None, allow_none=True, metadata={NUL_REPLACED: True})
     at = ma.fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
     logs = ma.fields.String(
         load_default=None,
         allow_none=True,
-        metadata={"description": "With a final report: the run's output (its last 64 KiB are kept)."},
+        metadata={
+            "description": "With a final report: the run's output (its last 64 KiB are kept; a NUL becomes U+FFFD).",
+            NUL_REPLACED: True,
+        },
     )
-
-    @ma.validates_schema
-    def _exit_code_with_exited(self, data, **kwargs):
-        if data["state"] == "exited" and data.get("exit_code") is None:
-            raise ma.ValidationError("An `exited` report carries the process's exit_code.", "exit_code")
 
 
 class SyncIn(Schema):

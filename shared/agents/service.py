@@ -374,7 +374,8 @@ def _failure(report: Report) -> str:
     """What went wrong with a run, for its reason: the exit code or the agent's message."""
     detail = f": {report.message[:MESSAGE_LIMIT]}" if report.message else ""
     if report.state == "exited":
-        return f"exit code {report.exit_code}{detail}"
+        code = "no exit code" if report.exit_code is None else f"exit code {report.exit_code}"
+        return f"{code}{detail}"
     if report.state == "stopped":
         return f"stopped by the agent unasked{detail}"
     return report.message[:MESSAGE_LIMIT] if report.message else "the agent could not run it"

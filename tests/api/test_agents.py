@@ -316,6 +316,12 @@ def test_a_non_zero_exit_is_a_failed_run_retried_with_the_code_in_the_reason(cli
     assert sync(client, token, [report(running, "exited", exit_code=3, generation=1)]).json["run"] == []
 
 
+def test_an_exit_without_a_code_is_a_failed_run(client, session, token, running):
+    sync(client, token, [report(running, "exited")])
+    deployment = fresh(session, running)
+    assert deployment.status == "queued" and "no exit code" in deployment.reason
+
+
 def test_a_failed_run_without_retries_left_fails_with_the_agents_message(client, session, fleet, cluster, token, org):
     deployment = fleet.start(fleet.deployment(cluster, org[1], max_retries=0))
     sync(client, token, [report(deployment, "failed", message="image not found")])
@@ -453,7 +459,6 @@ def test_a_malformed_sync_is_422_and_changes_nothing(client, session, token, bod
     "fields",
     [
         {"state": "vanished"},
-        {"state": "exited"},  # no exit_code
         {"state": "running", "generation": "1"},
         {"state": "running", "generation": True},
         {"state": "exited", "exit_code": 1.5},
