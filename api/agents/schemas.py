@@ -7,6 +7,7 @@ from api.fields import Name, StrictInteger
 # A sync carries at most this many reports: far more runs than one host has, and a bounded amount of work.
 MAX_REPORTS = 1000
 REPORT_STATES = ("running", "exited", "stopped", "failed")
+INT32_MAX = 2**31 - 1  # the columns' integer type
 FREE_TEXT = ("logs", "message")
 
 
@@ -35,11 +36,12 @@ class AgentIn(Schema):
 
 class ReportIn(Schema):
     id = ma.fields.UUID(required=True, metadata={"description": "The deployment."})
-    generation = StrictInteger(required=True, validate=ma.validate.Range(min=1))
+    generation = StrictInteger(required=True, validate=ma.validate.Range(min=1, max=INT32_MAX))
     state = ma.fields.String(required=True, validate=ma.validate.OneOf(REPORT_STATES))
     exit_code = StrictInteger(
         load_default=None,
         allow_none=True,
+        validate=ma.validate.Range(-INT32_MAX - 1, INT32_MAX),
         metadata={"description": "With `exited`: the process's exit code (without one, the run counts as failed)."},
     )
     message = ma.fields.String(load_default=None, allow_none=True, metadata={NUL_REPLACED: True})

@@ -146,9 +146,16 @@ def agent_statuses(*, session: Session, clusters: list[Cluster]) -> dict[uuid.UU
     return {cluster_id: _status(holders.get(cluster_id), now) for cluster_id in ids}
 
 
+def _holder(session: Session, cluster_id: uuid.UUID) -> ClusterAgent | None:
+    # Read afresh: a pass's long-lived session may hold an older copy of the row.
+    return session.scalar(
+        select(ClusterAgent).where(ClusterAgent.cluster_id == cluster_id).execution_options(populate_existing=True)
+    )
+
+
 def agent_status(*, session: Session, cluster: Cluster) -> AgentStatus | None:
     """The agent that holds (or last held) the cluster, with whether it is live; None if none ever synced."""
-    return _status(session.get(ClusterAgent, cluster.id), utcnow())
+    return _status(_holder(session, cluster.id), utcnow())
 
 
 def admissions_paused_reason(session: Session, cluster: Cluster) -> str | None:
@@ -158,8 +165,7 @@ def admissions_paused_reason(session: Session, cluster: Cluster) -> str | None:
     """
     if cluster.runtime != AGENT:
         return None
-    holder = session.get(ClusterAgent, cluster.id)
-    status = _status(holder, utcnow())
+    status = _status(_holder(session, cluster.id), utcnow())
     if status is None:
         return "No agent has synced with this cluster yet: start one with a token of the cluster."
     if status.live:

@@ -462,6 +462,8 @@ def test_a_malformed_sync_is_422_and_changes_nothing(client, session, token, bod
         {"state": "running", "generation": "1"},
         {"state": "running", "generation": True},
         {"state": "exited", "exit_code": 1.5},
+        {"state": "exited", "exit_code": 2**40},
+        {"state": "running", "generation": 2**40},
         {"state": "running", "at": "yesterday"},
         {"state": "running", "logs": 5},
     ],
