@@ -402,6 +402,24 @@ def test_a_preempted_run_that_stopped_is_queued_again_with_its_room_freed(client
     assert session.scalar(text("SELECT gpu_allocated FROM clusters")) == 0
 
 
+def test_a_cancel_overrides_a_preemption_in_progress(client, session, cluster, token, running, org):
+    from shared.clusters.accounting import lock_cluster
+    from shared.deployments import transitions
+    from shared.deployments.models import StopIntent
+
+    lock_cluster(session, cluster.id)
+    deployment = fresh(session, running)
+    transitions.request_stop(session, deployment, StopIntent.PREEMPT, "Preempted by urgent.", "test")
+    session.commit()
+    assert client.post(f"/api/v1/deployments/{running.id}/cancel", headers=org[1].headers).status_code == 200
+    lock_cluster(session, cluster.id)
+    assert not transitions.request_stop(session, fresh(session, running), StopIntent.PREEMPT, "again", "test")
+    session.rollback()
+    sync(client, token, [report(running, "stopped")])
+    deployment = fresh(session, running)
+    assert deployment.status == "cancelled" and deployment.preemptions == 0
+
+
 def test_a_run_the_agent_stopped_unasked_is_a_failed_run(client, session, token, running):
     sync(client, token, [report(running, "stopped", message="the agent is shutting down")])
     deployment = fresh(session, running)
