@@ -1,6 +1,7 @@
 """Field types shared by the resource schemas."""
 
 import math
+import uuid
 
 import marshmallow as ma
 
@@ -117,3 +118,25 @@ class StrictFloat(ma.fields.Float):
     def _deserialize(self, value, attr, data, **kwargs):
         _reject_non_numbers(self, value)
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class DependencyRef(ma.fields.Field):
+    """A deployment id or, in a batch, "#<index>" naming an earlier item of the same batch."""
+
+    default_error_messages = {"invalid_uuid": "Not a valid UUID."}  # marshmallow's own, as for a single submit
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {}).update(
+            {"type": "string", "pattern": r"^(#[0-9]+|[0-9a-fA-F-]{32,36})$", "example": "#0"}
+        )
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value.startswith("#") and value[1:].isascii() and value[1:].isdigit():
+            return "#" + str(int(value[1:]))
+        if isinstance(value, uuid.UUID):
+            return value
+        try:
+            return uuid.UUID(value)
+        except (AttributeError, TypeError, ValueError):
+            raise self.make_error("invalid_uuid") from None

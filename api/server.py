@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from gunicorn import util
-from gunicorn.workers.sync import SyncWorker
+from gunicorn.workers.gthread import ThreadWorker
 
 from api.extensions import DEFAULT_MESSAGES, error_body
 from api.security import BASE_HEADERS, STRICT_POLICY
@@ -41,8 +41,8 @@ def write_json_error(sock, status_int: int, reason: str, message: str) -> None:
     util.write_nonblock(sock, head.encode("latin-1") + b"\r\n" + body)
 
 
-class JsonErrorWorker(SyncWorker):
-    """gunicorn's sync worker, answering the errors it raises itself in JSON."""
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's threaded worker (gthread), answering the errors it raises itself in JSON."""
 
     def init_process(self):
         util.write_error = write_json_error

@@ -2,9 +2,10 @@
 
 Order: dev services (unless DATABASE_URL and REDIS_URL are set, or they already run), migrations,
 then API (gunicorn), one Celery worker, beat and Flower under honcho, which prefixes each log line
-with its process and stops them all when one exits or on Ctrl-C. The dev services we started are
-stopped last, after everything that uses them. A banner says where everything is once /readyz
-answers. SIGINT or SIGTERM, to us or to the `make` running us, is a clean stop: exit status 0.
+with its process and stops them all when one exits or on Ctrl-C. The API's access log is written to
+.hypervisor/api-access.log instead. The dev services we started are stopped last, after everything
+that uses them. A banner says where everything is once /readyz answers. SIGINT or SIGTERM, to us or
+to the `make` running us, is a clean stop: exit status 0.
 """
 
 from __future__ import annotations
@@ -69,10 +70,12 @@ def _stop(process: subprocess.Popen | None) -> None:
 
 
 def api_command(host: str, port: int) -> str:
-    """The API server: gunicorn with the project's gunicorn.conf.py (JSON errors, no per-user control socket)."""
+    """The API server: gunicorn with the project's gunicorn.conf.py (JSON errors, threads, no per-user control
+    socket). The access log goes to a file (`tail -f .hypervisor/api-access.log`), not through honcho: a
+    line per request piped, prefixed and reprinted by the supervisor costs the API a good part of its CPU."""
     return (
         f"{sys.executable} -m gunicorn --config gunicorn.conf.py --bind {host}:{port} --workers 2 "
-        "--access-logfile - wsgi:app"
+        f"--access-logfile {STATE_DIR / 'api-access.log'} wsgi:app"
     )
 
 

@@ -24,6 +24,12 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def array_literal(values) -> str:
+    """A PostgreSQL array literal (`{a,b}`) of plain values (ids, numbers), bound as one string and cast
+    in SQL: far cheaper to send and parse than one bound parameter per element."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 class Database:
     """One engine and one thread-scoped session registry per process."""
 

@@ -66,6 +66,15 @@ def redis_client(settings):
     return get_redis(settings.redis_url)
 
 
+def forget_pass_requests(redis_client) -> None:
+    """Forget every pass requested so far (coalescing markers and queued messages), and nothing else: the
+    sessions of the test's users live in the same Redis."""
+    from shared.queues import QUEUES
+    from shared.scheduling.requests import PENDING
+
+    redis_client.delete(*QUEUES, *redis_client.scan_iter(f"{PENDING}*"))
+
+
 @pytest.fixture
 def clean(app, redis_client):
     """Empty tables and a flushed Redis before the test: each test starts from nothing."""

@@ -3,8 +3,16 @@
 from flask.views import MethodView
 from sqlalchemy import select
 
-from api.access import current_member, current_user_id, member
-from api.deployments.schemas import DeploymentIn, DeploymentListQuery, DeploymentOut, EventOut, FailIn, LogsOut
+from api.access import current_access, current_user_id, member
+from api.deployments.schemas import (
+    BatchIn,
+    DeploymentIn,
+    DeploymentListQuery,
+    DeploymentOut,
+    EventOut,
+    FailIn,
+    LogsOut,
+)
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
 from shared.agents import service as agents
@@ -71,6 +79,34 @@ def deployments_out(items) -> list[dict]:
     ]
 
 
+def _submission(body: dict) -> deployments.Submission:
+    return deployments.Submission(
+        name=body["name"],
+        image=body["image"],
+        resources=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
+        priority=body["priority"],
+        depends_on=body["depends_on"],
+        max_retries=body["max_retries"],
+        run_seconds=body["run_seconds"],
+        command=body["command"],
+        env=body["env"],
+        grace_seconds=body["grace_seconds"],
+    )
+
+
+def _submit(bodies: list[dict], batch: bool) -> list[dict]:
+    # The access rule's one query already found the cluster, the caller's role and username.
+    access = current_access()
+    return deployments.submit_many(
+        session=db.session,
+        cluster=access.cluster,
+        actor_id=current_user_id(),
+        actor_name=access.username,
+        submissions=[_submission(body) for body in bodies],
+        batch=batch,
+    )
+
+
 def _actor_name() -> str:
     return organizations.username_of(session=db.session, user_id=current_user_id())
 
@@ -85,7 +121,7 @@ BY_PROCESS_CONFLICT = (
 @blp.route("/clusters/<uuid:cluster_id>/deployments")
 class ClusterDeployments(MethodView):
     @blp.access(member(Role.DEVELOPER, of="cluster_id"))
-    @blp.arguments(DeploymentIn)
+    @blp.arguments(DeploymentIn())
     @blp.response(202, DeploymentOut)
     @blp.alt_response(
         422,
@@ -101,23 +137,7 @@ class ClusterDeployments(MethodView):
     )
     def post(self, body, cluster_id):
         """Submit a deployment; it is queued and a scheduling pass is on its way (poll it)."""
-        deployment = deployments.submit(
-            session=db.session,
-            cluster_id=cluster_id,
-            actor_id=current_member().user_id,
-            actor_name=_actor_name(),
-            name=body["name"],
-            image=body["image"],
-            resources=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
-            priority=body["priority"],
-            depends_on=body["depends_on"],
-            max_retries=body["max_retries"],
-            run_seconds=body["run_seconds"],
-            command=body["command"],
-            env=body["env"],
-            grace_seconds=body["grace_seconds"],
-        )
-        return deployments_out([deployment])[0]
+        return _submit([body], batch=False)[0]
 
     @blp.access(member(Role.VIEWER, of="cluster_id"))
     @blp.arguments(DeploymentListQuery, location="query")
@@ -131,6 +151,21 @@ class ClusterDeployments(MethodView):
         )
         pagination_parameters.item_count = total
         return deployments_out(page)
+
+
+@blp.route("/clusters/<uuid:cluster_id>/deployments/batch")
+class ClusterDeploymentBatch(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="cluster_id"))
+    @blp.arguments(BatchIn())
+    @blp.response(202, DeploymentOut(many=True))
+    def post(self, body, cluster_id):
+        """Submit up to 1,000 deployments at once, all or nothing; one scheduling pass is requested.
+
+        Each item is the body of a single submit, validated the same way; `depends_on` may name earlier
+        items as "#<index>". If any item is invalid nothing is stored, and the 422's `errors` name each
+        bad item by its index (`errors.json.deployments.<index>`). The answer lists them in the order given.
+        """
+        return _submit(body["deployments"], batch=True)
 
 
 @blp.route("/deployments/<uuid:deployment_id>")

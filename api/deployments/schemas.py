@@ -2,10 +2,11 @@ import marshmallow as ma
 
 from api.clusters.schemas import ResourcesOut, cpu, gpu, ram_gb
 from api.extensions import Schema
-from api.fields import ImageRef, Name, Pattern, StrictFloat, StrictInteger
+from api.fields import DependencyRef, ImageRef, Name, Pattern, StrictFloat, StrictInteger
 from shared.deployments.models import DEFAULT_GRACE_SECONDS, STATUS_VALUES, RuntimeState
 
 MAX_RUN_SECONDS = 30 * 86400
+MAX_BATCH = 1_000
 MAX_COMMAND_ITEMS = 64
 MAX_ARGUMENT_LENGTH = 4096
 MAX_ENV_ENTRIES = 64
@@ -91,6 +92,28 @@ class RuntimeOut(Schema):
     started_at = ma.fields.AwareDateTime(required=True, allow_none=True, format="iso")
     exit_code = ma.fields.Integer(required=True, allow_none=True)
     message = ma.fields.String(required=True, allow_none=True)
+
+
+class BatchItemIn(DeploymentIn):
+    """A single submit's body; `depends_on` may also name an earlier item as "#<index>"."""
+
+    depends_on = ma.fields.List(
+        DependencyRef(),
+        load_default=list,
+        metadata={
+            "description": "Deployments of this organization that must complete first, or earlier items of "
+            'the batch as "#<index>" (e.g. "#0").'
+        },
+    )
+
+
+class BatchIn(Schema):
+    deployments = ma.fields.List(
+        ma.fields.Nested(BatchItemIn),
+        required=True,
+        validate=ma.validate.Length(min=1, max=MAX_BATCH),
+        metadata={"description": f"1 to {MAX_BATCH:,} deployments, each the body of a single submit."},
+    )
 
 
 class DeploymentOut(Schema):

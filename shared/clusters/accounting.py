@@ -9,12 +9,15 @@ bug here cannot commit an over-committed cluster.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from shared.clusters.models import Allocation, Cluster, ClusterQueue
 from shared.config import get_settings
+from shared.db import array_literal
 from shared.deployments.models import Deployment, Status
 from shared.errors import Conflict, NotFound, QueueFull
 from shared.resources import Resources, describe
@@ -45,9 +48,13 @@ def lock_cluster(session: Session, cluster_id: uuid.UUID) -> Cluster:
     return cluster
 
 
+_COUNTERS = ("cpu_allocated_millis", "ram_allocated_mb", "gpu_allocated")
+
+
 def _move_counters(session: Session, cluster: Cluster, delta: Resources) -> None:
-    # Relative update: correct whatever this session believed the counters were.
-    session.execute(
+    # Relative update: correct whatever this session believed the counters were. The row it returns
+    # is the truth under the lock, so the cluster object takes it without another SELECT.
+    counters = session.execute(
         update(Cluster)
         .where(Cluster.id == cluster.id)
         .values(
@@ -55,27 +62,47 @@ def _move_counters(session: Session, cluster: Cluster, delta: Resources) -> None
             ram_allocated_mb=Cluster.ram_allocated_mb + delta.ram_mb,
             gpu_allocated=Cluster.gpu_allocated + delta.gpu,
         )
+        .returning(*(getattr(Cluster, name) for name in _COUNTERS))
         .execution_options(synchronize_session=False)
-    )
-    session.refresh(cluster)
+    ).one()
+    for name, value in zip(_COUNTERS, counters, strict=True):
+        set_committed_value(cluster, name, value)
+
+
+_INSERT_LEDGER = text(
+    "INSERT INTO allocations (deployment_id, cluster_id, cpu_millis, ram_mb, gpu) "
+    "SELECT v.id, :cluster_id, v.cpu_millis, v.ram_mb, v.gpu "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:cpu_millis AS bigint[]), CAST(:ram_mb AS bigint[]), "
+    "CAST(:gpu AS bigint[])) AS v(id, cpu_millis, ram_mb, gpu)"
+)
 
 
 def allocate(session: Session, cluster: Cluster, deployment_id: uuid.UUID, request: Resources) -> None:
     """Claim `request` on the locked `cluster` for one deployment (one ledger row; a second claim fails)."""
-    lacking = request.shortfalls(cluster.available)
+    allocate_many(session, cluster, [(deployment_id, request)])
+
+
+def allocate_many(session: Session, cluster: Cluster, claims: Sequence[tuple[uuid.UUID, Resources]]) -> None:
+    """Claim resources on the locked `cluster` for many deployments at once, all or none: one ledger
+    INSERT (a deployment already holding a row fails it) and one relative counter update."""
+    if not claims:
+        return
+    total = sum((request for _, request in claims), Resources())
+    lacking = total.shortfalls(cluster.available)
     if lacking:
         what = ", ".join(f"needs {describe(name, need)}, {describe(name, have)} free" for name, need, have in lacking)
         raise InsufficientCapacity(f"Does not fit on cluster {cluster.name}: {what}.")
     session.execute(
-        insert(Allocation).values(
-            deployment_id=deployment_id,
-            cluster_id=cluster.id,
-            cpu_millis=request.cpu_millis,
-            ram_mb=request.ram_mb,
-            gpu=request.gpu,
-        )
+        _INSERT_LEDGER,
+        {
+            "cluster_id": cluster.id,
+            "ids": array_literal(deployment_id for deployment_id, _ in claims),
+            "cpu_millis": array_literal(request.cpu_millis for _, request in claims),
+            "ram_mb": array_literal(request.ram_mb for _, request in claims),
+            "gpu": array_literal(request.gpu for _, request in claims),
+        },
     )
-    _move_counters(session, cluster, request)
+    _move_counters(session, cluster, total)
 
 
 def release(session: Session, cluster: Cluster, deployment_id: uuid.UUID) -> Resources:

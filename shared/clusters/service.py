@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,7 +16,8 @@ from shared.config import get_settings
 from shared.deployments.models import Deployment, Status
 from shared.deployments.service import highest_waiting_priority
 from shared.errors import Conflict, LimitReached, NotFound
-from shared.organizations.models import Organization
+from shared.identity.models import User
+from shared.organizations.models import Membership, Organization
 from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
 
@@ -23,6 +25,63 @@ from shared.scheduling.requests import request_pass
 def organization_of(*, session: Session, object_id: uuid.UUID) -> uuid.UUID | None:
     """The organization owning the cluster, or None if there is no such cluster (access scope)."""
     return session.scalar(select(Cluster.organization_id).where(Cluster.id == object_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRef:
+    """What a submission needs of its cluster, read without an ORM object."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    capacity: Resources
+    runtime: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAccess:
+    """Who the caller is in the organization owning a cluster (role None: not a member), and the cluster."""
+
+    organization_id: uuid.UUID
+    role: str | None
+    username: str | None
+    cluster: ClusterRef
+
+
+def access_of(*, session: Session, object_id: uuid.UUID, user_id: uuid.UUID) -> CallerAccess | None:
+    """In one query: the cluster, its organization, the caller's role there and username (access scope);
+    None if there is no such cluster."""
+    # Core, not the ORM's execute: this runs on every cluster-scoped request, and wants no entities.
+    row = (
+        session.connection()
+        .execute(
+            select(
+                Cluster.id,
+                Cluster.organization_id,
+                Cluster.name,
+                Cluster.cpu_capacity_millis,
+                Cluster.ram_capacity_mb,
+                Cluster.gpu_capacity,
+                Cluster.runtime,
+                Membership.role,
+                select(User.username).where(User.id == user_id).scalar_subquery(),
+            )
+            .outerjoin(
+                Membership, and_(Membership.organization_id == Cluster.organization_id, Membership.user_id == user_id)
+            )
+            .where(Cluster.id == object_id)
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    cluster_id, organization_id, name, cpu_millis, ram_mb, gpu, runtime, role, username = row
+    return CallerAccess(
+        organization_id,
+        role,
+        username,
+        ClusterRef(cluster_id, organization_id, name, Resources(cpu_millis, ram_mb, gpu), runtime),
+    )
 
 
 def get_or_404(*, session: Session, cluster_id: uuid.UUID) -> Cluster:

@@ -7,10 +7,14 @@ cluster where a queued deployment was waiting on this one.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -18,6 +22,7 @@ from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
 from shared.clusters.models import AGENT, Cluster
 from shared.config import get_settings
+from shared.db import array_literal
 from shared.deployments import transitions
 from shared.deployments.models import (
     DEFAULT_GRACE_SECONDS,
@@ -70,7 +75,7 @@ def dependencies_of(*, session: Session, deployment_ids: list[uuid.UUID]) -> dic
     return found
 
 
-def _never_fits(request: Resources, cluster: Cluster) -> dict[str, list[str]]:
+def _never_fits(request: Resources, cluster) -> dict[str, list[str]]:
     return {
         name: [
             f"Requests {describe(name, need)} but cluster {cluster.name} has {describe(name, has)} in all: "
@@ -78,6 +83,214 @@ def _never_fits(request: Resources, cluster: Cluster) -> dict[str, list[str]]:
         ]
         for name, need, has in request.shortfalls(cluster.capacity)
     }
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One deployment to submit, as validated by the API. In a batch, `depends_on` may also name an
+    earlier item of the same batch as "#<index>"."""
+
+    name: str
+    image: str
+    resources: Resources
+    priority: int = 500
+    depends_on: Sequence[uuid.UUID | str] = ()
+    max_retries: int = 3
+    run_seconds: float | None = None
+    command: Sequence[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+
+
+BATCH_REFERENCE = re.compile(r"#(\d+)")
+QUEUED_REASON = "Waiting for the scheduler's next pass."
+
+
+def _item_errors(cluster, index: int | None, submission: Submission, known: set[uuid.UUID]) -> dict[str, list[str]]:
+    """What is wrong with one submission on this cluster: the same messages single or batched."""
+    errors = _never_fits(submission.resources, cluster)
+    if submission.run_seconds is not None and cluster.runtime == AGENT:
+        errors["run_seconds"] = [
+            f"Cluster {cluster.name} runs deployments with an agent: a deployment ends when its process exits, "
+            "so run_seconds (a simulated duration) does not apply there."
+        ]
+    most = get_settings().max_dependencies_per_deployment
+    count = len(set(submission.depends_on))
+    if count > most:
+        errors["depends_on"] = [
+            f"{count} dependencies; a deployment may have at most {most} (MAX_DEPENDENCIES_PER_DEPLOYMENT)."
+        ]
+        return errors
+    unknown, later = [], []
+    for dependency in submission.depends_on:
+        if isinstance(dependency, uuid.UUID):
+            if dependency not in known:
+                unknown.append(str(dependency))
+        elif index is None or int(BATCH_REFERENCE.fullmatch(dependency).group(1)) >= index:
+            later.append(dependency)
+    messages = []
+    if unknown:
+        messages.append(f"No deployment {', '.join(unknown)} in this organization to depend on.")
+    if later:
+        messages.append(f"{', '.join(later)} must name an earlier item of this batch.")
+    if messages:
+        errors["depends_on"] = messages
+    return errors
+
+
+_INSERT_DEPLOYMENTS = text(
+    "INSERT INTO deployments (id, organization_id, cluster_id, name, image, cpu_millis, ram_mb, gpu, priority, "
+    "status, reason, attempts, max_retries, preemptions, resumes_preempted, run_seconds, command, env, "
+    "grace_seconds, created_by, created_at, version) "
+    "SELECT v.id, :organization_id, :cluster_id, v.name, v.image, v.cpu_millis, v.ram_mb, v.gpu, v.priority, "
+    "'queued', :reason, 0, v.max_retries, 0, false, v.run_seconds, CAST(v.command AS jsonb), CAST(v.env AS jsonb), "
+    "v.grace_seconds, :created_by, "
+    # A batch keeps its order among equals in the scheduling order (priority, then age, then id).
+    "now() + (v.n - 1) * interval '1 microsecond', 1 "
+    "FROM unnest(CAST(:ids AS uuid[]), :names, :images, CAST(:cpu_millis AS bigint[]), CAST(:ram_mb AS bigint[]), "
+    "CAST(:gpu AS bigint[]), CAST(:priorities AS int[]), CAST(:max_retries AS int[]), "
+    "CAST(:run_seconds AS float8[]), :commands, :envs, CAST(:grace_seconds AS int[])) WITH ORDINALITY "
+    "AS v(id, name, image, cpu_millis, ram_mb, gpu, priority, max_retries, run_seconds, command, env, "
+    "grace_seconds, n) "
+    "ORDER BY v.n "
+    "RETURNING id, created_at"
+).bindparams(
+    bindparam("names", type_=ARRAY(TEXT)),
+    bindparam("images", type_=ARRAY(TEXT)),
+    # JSON texts (None: SQL NULL, the image's own command), cast to jsonb per row.
+    bindparam("commands", type_=ARRAY(TEXT)),
+    bindparam("envs", type_=ARRAY(TEXT)),
+)
+
+_INSERT_DEPENDENCIES = text(
+    "INSERT INTO deployment_dependencies (deployment_id, depends_on_id) "
+    "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:depends_on AS uuid[]))"
+)
+
+
+def submit_many(
+    *,
+    session: Session,
+    cluster,
+    actor_id: uuid.UUID,
+    actor_name: str,
+    submissions: Sequence[Submission],
+    batch: bool = True,
+) -> list[dict]:
+    """Store queued deployments on `cluster` (a Cluster or clusters.ClusterRef), all or none, in one
+    transaction of a handful of statements, and ask for one pass. Returns each as the API shows it.
+
+    422 if one could never fit, has too many dependencies or depends on an unknown deployment (in a batch,
+    on a later or missing item): the errors name each bad item by its index when `batch`, else they are
+    the single submit's. 429 if the cluster's or organization's queue would pass its limit.
+    """
+    wanted = {d for s in submissions for d in s.depends_on if isinstance(d, uuid.UUID)}
+    known = set()
+    if wanted:
+        known = set(
+            session.scalars(
+                select(Deployment.id).where(
+                    Deployment.id.in_(wanted), Deployment.organization_id == cluster.organization_id
+                )
+            )
+        )
+    errors = {}
+    for index, submission in enumerate(submissions):
+        item_errors = _item_errors(cluster, index if batch else None, submission, known)
+        if item_errors:
+            errors[index] = item_errors
+    if errors:
+        session.rollback()
+        index, first = next(iter(errors.items()))
+        message = next(iter(first.values()))[0]
+        if not batch:
+            raise Invalid(message, errors={"json": first})
+        raise Invalid(f"Item {index}: {message}", errors={"json": {"deployments": errors}})
+
+    ids = [uuid.uuid4() for _ in submissions]
+    depends_on = [
+        list(
+            dict.fromkeys(
+                d if isinstance(d, uuid.UUID) else ids[int(BATCH_REFERENCE.fullmatch(d).group(1))] for d in s.depends_on
+            )
+        )
+        for s in submissions
+    ]
+    connection = session.connection()
+    created = connection.execute(
+        _INSERT_DEPLOYMENTS,
+        {
+            "organization_id": cluster.organization_id,
+            "cluster_id": cluster.id,
+            "reason": QUEUED_REASON,
+            "created_by": actor_id,
+            "ids": array_literal(ids),
+            "names": [s.name for s in submissions],
+            "images": [s.image for s in submissions],
+            "cpu_millis": array_literal(s.resources.cpu_millis for s in submissions),
+            "ram_mb": array_literal(s.resources.ram_mb for s in submissions),
+            "gpu": array_literal(s.resources.gpu for s in submissions),
+            "priorities": array_literal(s.priority for s in submissions),
+            "max_retries": array_literal(s.max_retries for s in submissions),
+            "run_seconds": array_literal("NULL" if s.run_seconds is None else repr(s.run_seconds) for s in submissions),
+            "commands": [None if s.command is None else json.dumps(list(s.command)) for s in submissions],
+            "envs": [json.dumps(dict(s.env)) for s in submissions],
+            "grace_seconds": array_literal(s.grace_seconds for s in submissions),
+        },
+    ).all()
+    created_at = dict(created)
+    edges = [
+        (deployment_id, d) for deployment_id, dependencies in zip(ids, depends_on, strict=True) for d in dependencies
+    ]
+    if edges:
+        connection.execute(
+            _INSERT_DEPENDENCIES,
+            {"ids": array_literal(e[0] for e in edges), "depends_on": array_literal(e[1] for e in edges)},
+        )
+    transitions.record_many(
+        session,
+        ids,
+        event="submitted",
+        messages=[f"Submitted by {actor_name} to cluster {cluster.name}, priority {s.priority}." for s in submissions],
+        actor=actor_name,
+        status=Status.QUEUED,
+    )
+    try:
+        accounting.reserve_queue(session, cluster, len(submissions))  # last before the commit: see its docstring
+    except QueueFull:
+        session.rollback()
+        raise
+    session.commit()
+    cluster_id = cluster.id
+    request_pass(cluster_id, lambda: highest_waiting_priority(session, cluster_id))
+    return [
+        {
+            "id": deployment_id,
+            "organization_id": cluster.organization_id,
+            "cluster_id": cluster_id,
+            "name": s.name,
+            "image": s.image,
+            "resources": s.resources.to_api(),
+            "priority": s.priority,
+            "status": Status.QUEUED.value,
+            "reason": QUEUED_REASON,
+            "depends_on": dependencies,
+            "attempts": 0,
+            "max_retries": s.max_retries,
+            "preemptions": 0,
+            "run_seconds": s.run_seconds,
+            "command": None if s.command is None else list(s.command),
+            "env": dict(s.env),
+            "grace_seconds": s.grace_seconds,
+            "generation": 0,
+            "runtime": None,
+            "created_by": actor_id,
+            "created_at": created_at[deployment_id],
+            "started_at": None,
+            "finished_at": None,
+        }
+        for deployment_id, s, dependencies in zip(ids, submissions, depends_on, strict=True)
+    ]
 
 
 def submit(
@@ -97,80 +310,23 @@ def submit(
     env: dict[str, str] | None = None,
     grace_seconds: int = DEFAULT_GRACE_SECONDS,
 ) -> Deployment:
-    """Store a queued deployment and ask for a pass. 422 if it could never fit, a dependency is unknown or
-    there are too many, or it sets run_seconds on an agent cluster; 429 if the cluster's or organization's
-    queue is full."""
+    """Store a queued deployment and ask for a pass (as `submit_many`), and return it as an object.
+    404 if the cluster does not exist; 422 and 429 as `submit_many`."""
     cluster = session.get(Cluster, cluster_id)
     if cluster is None:
         raise NotFound("Cluster not found.")
-    if run_seconds is not None and cluster.runtime == AGENT:
-        message = (
-            f"Cluster {cluster.name} runs deployments with an agent: a deployment ends when its process exits, "
-            "so run_seconds (a simulated duration) does not apply there."
-        )
-        raise Invalid(message, errors={"json": {"run_seconds": [message]}})
-    errors = _never_fits(resources, cluster)
-    if errors:
-        first = next(iter(errors.values()))[0]
-        raise Invalid(first, errors={"json": errors})
-    wanted = list(dict.fromkeys(depends_on or []))
-    most = get_settings().max_dependencies_per_deployment
-    if len(wanted) > most:
-        message = f"{len(wanted)} dependencies; a deployment may have at most {most} (MAX_DEPENDENCIES_PER_DEPLOYMENT)."
-        raise Invalid(message, errors={"json": {"depends_on": [message]}})
-    if wanted:
-        found = set(
-            session.scalars(
-                select(Deployment.id).where(
-                    Deployment.id.in_(wanted), Deployment.organization_id == cluster.organization_id
-                )
-            )
-        )
-        unknown = [str(dependency) for dependency in wanted if dependency not in found]
-        if unknown:
-            message = f"No deployment {', '.join(unknown)} in this organization to depend on."
-            raise Invalid(message, errors={"json": {"depends_on": [message]}})
-    deployment = Deployment(
-        id=uuid.uuid4(),
-        organization_id=cluster.organization_id,
-        cluster_id=cluster.id,
-        name=name,
-        image=image,
-        cpu_millis=resources.cpu_millis,
-        ram_mb=resources.ram_mb,
-        gpu=resources.gpu,
-        priority=priority,
-        status=Status.QUEUED.value,
-        reason="Waiting for the scheduler's next pass.",
-        attempts=0,
-        max_retries=max_retries,
-        preemptions=0,
-        resumes_preempted=False,
-        run_seconds=run_seconds,
-        command=command,
-        env=env or {},
-        grace_seconds=grace_seconds,
-        generation=0,
-        created_by=actor_id,
+    submission = Submission(
+        name, image, resources, priority, depends_on or (), max_retries, run_seconds, command, env or {}, grace_seconds
     )
-    session.add(deployment)
-    session.flush()
-    session.add_all(DeploymentDependency(deployment_id=deployment.id, depends_on_id=d) for d in wanted)
-    transitions.record(
-        session,
-        deployment,
-        event="submitted",
-        message=f"Submitted by {actor_name} to cluster {cluster.name}, priority {priority}.",
-        actor=actor_name,
+    stored = submit_many(
+        session=session,
+        cluster=cluster,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        submissions=[submission],
+        batch=False,
     )
-    try:
-        accounting.reserve_queue(session, cluster, 1)
-    except QueueFull:
-        session.rollback()
-        raise
-    session.commit()
-    request_pass(cluster.id, highest_waiting_priority(session, cluster.id))
-    return deployment
+    return session.get(Deployment, stored[0]["id"])
 
 
 def list_for_cluster(

@@ -6,18 +6,29 @@
 Callers hold the cluster row lock (accounting.lock_cluster) and commit. Each change is flushed as
 `UPDATE ... WHERE version = <read>` (the mapper's version column): a writer holding a stale copy
 changes nothing and gets StaleDataError instead.
+
+A pass changes many deployments at once (`start_many`, `fail_many_because`): one UPDATE ... FROM
+unnest(ids, versions) RETURNING for all of them, guarded by the versions the pass read exactly as the
+mapper guards one, and one INSERT for their events; the rows they take are plain rows (`Pending`).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
 
+from sqlalchemy import String, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from shared.clusters import accounting
 from shared.clusters.models import AGENT, Cluster
+from shared.db import array_literal
 from shared.deployments.models import Deployment, DeploymentEvent, RuntimeState, Status, StopIntent
 from shared.errors import Conflict
+from shared.resources import Resources
 from shared.timeutil import utcnow
 
 ALLOWED = {
@@ -65,6 +76,13 @@ def _change(
     session.flush()
 
 
+def record_many(
+    session: Session, ids: Sequence[uuid.UUID], *, event: str, messages: list[str], actor: str, status: Status
+) -> None:
+    """Events that are not status changes (submissions), one per deployment, in one INSERT."""
+    _events(session, list(ids), [event] * len(ids), messages, actor, None, status)
+
+
 def record(session: Session, deployment: Deployment, *, event: str, message: str, actor: str) -> None:
     """An event that is not a status change (submission, a note from the scheduler)."""
     session.add(
@@ -72,55 +90,6 @@ def record(session: Session, deployment: Deployment, *, event: str, message: str
             deployment_id=deployment.id, type=event, message=message, actor=actor, to_status=deployment.status
         )
     )
-
-
-def start(session: Session, cluster: Cluster, deployment: Deployment, actor: str = SCHEDULER) -> None:
-    """Allocate and run. A restart after a preemption resumes and costs no attempt."""
-    require_status(deployment, "started", Status.QUEUED)
-    accounting.allocate(session, cluster, deployment.id, deployment.resources)
-    now = utcnow()
-    resumed = deployment.resumes_preempted
-    attempts = deployment.attempts if resumed else deployment.attempts + 1
-    runs = f"attempt {attempts} of {deployment.max_retries + 1}"
-    _change(
-        session,
-        deployment,
-        Status.RUNNING,
-        event="resumed" if resumed else "started",
-        message=(
-            f"Resumed on {cluster.name} after a preemption ({runs})."
-            if resumed
-            else f"Started on {cluster.name} ({runs})."
-        ),
-        actor=actor,
-        attempts=attempts,
-        resumes_preempted=False,
-        reason=None,
-        started_at=now,
-        completes_at=(
-            now + timedelta(seconds=deployment.run_seconds)
-            if deployment.run_seconds and cluster.runtime != AGENT
-            else None
-        ),
-        generation=deployment.generation + 1,
-        **_new_run(cluster),
-    )
-
-
-def _new_run(cluster: Cluster) -> dict:
-    """The runtime fields of a run just started: on an agent cluster, `pending` until an agent reports it."""
-    if cluster.runtime != AGENT:
-        return {}
-    return {
-        "runtime_state": RuntimeState.PENDING.value,
-        "runtime_agent": None,
-        "runtime_container": None,
-        "runtime_started_at": None,
-        "runtime_exit_code": None,
-        "runtime_message": None,
-        "stop_intent": None,
-        "stop_reason": None,
-    }
 
 
 def request_stop(session: Session, deployment: Deployment, intent: StopIntent, reason: str, actor: str) -> bool:
@@ -172,6 +141,120 @@ def stopped(session: Session, cluster: Cluster, deployment: Deployment, actor: s
         finished_at=utcnow(),
         completes_at=None,
     )
+
+
+class Pending(Protocol):
+    """What a set-based change reads of each deployment: a light row of the pass, or a Deployment."""
+
+    id: uuid.UUID
+    version: int
+    attempts: int
+    max_retries: int
+    resumes_preempted: bool
+    cpu_millis: int
+    ram_mb: int
+    gpu: int
+
+
+_EVENTS = text(
+    "INSERT INTO deployment_events (deployment_id, type, message, actor, from_status, to_status) "
+    "SELECT v.id, v.type, v.message, :actor, :from_status, :to_status "
+    "FROM unnest(CAST(:ids AS uuid[]), :types, :messages) WITH ORDINALITY AS v(id, type, message, n) ORDER BY v.n"
+).bindparams(
+    bindparam("types", type_=ARRAY(TEXT)),
+    bindparam("messages", type_=ARRAY(TEXT)),
+    bindparam("actor", type_=String),
+)
+
+_START_SET = (
+    "status = 'running', version = d.version + 1, generation = d.generation + 1, "
+    "attempts = CASE WHEN d.resumes_preempted THEN d.attempts ELSE d.attempts + 1 END, "
+    "resumes_preempted = false, reason = NULL, started_at = :now, "
+)
+_START_WHERE = (
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[])) AS v(id, version) "
+    "WHERE d.id = v.id AND d.version = v.version AND d.status = 'queued' "
+    "RETURNING d.id"
+)
+_START = text(
+    "UPDATE deployments AS d SET "
+    + _START_SET
+    + "completes_at = :now + make_interval(secs => d.run_seconds) "
+    + _START_WHERE
+)
+# On an agent cluster a run ends when its process exits (no completes_at), and its runtime starts afresh:
+# `pending` until an agent reports it running.
+_START_ON_AGENT = text(
+    "UPDATE deployments AS d SET " + _START_SET + "completes_at = NULL, runtime_state = 'pending', "
+    "runtime_agent = NULL, runtime_container = NULL, runtime_started_at = NULL, runtime_exit_code = NULL, "
+    "runtime_message = NULL, stop_intent = NULL, stop_reason = NULL " + _START_WHERE
+)
+
+_FAIL_QUEUED = text(
+    "UPDATE deployments AS d SET status = 'failed', version = d.version + 1, "
+    "reason = 'Failed because ' || v.why || '.', finished_at = :now "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[]), :whys) AS v(id, version, why) "
+    "WHERE d.id = v.id AND d.version = v.version AND d.status = 'queued' "
+    "RETURNING d.id"
+).bindparams(bindparam("whys", type_=ARRAY(TEXT)))
+
+
+def _guarded(session: Session, statement, parameters: dict, expected: int) -> None:
+    """Run a version-guarded UPDATE of `expected` rows; StaleDataError (nothing kept) if any changed since read."""
+    changed = len(session.execute(statement, parameters).all())
+    if changed != expected:
+        raise StaleDataError(f"{expected - changed} of {expected} deployments changed since the pass read them")
+
+
+def _events(
+    session: Session,
+    ids: list,
+    types: list[str],
+    messages: list[str],
+    actor: str,
+    before: Status | None,
+    after: Status,
+) -> None:
+    session.execute(
+        _EVENTS,
+        {
+            "ids": array_literal(ids),
+            "types": types,
+            "messages": messages,
+            "actor": actor,
+            "from_status": before.value if before else None,
+            "to_status": after.value,
+        },
+    )
+
+
+def start_many(session: Session, cluster: Cluster, deployments: Sequence[Pending], actor: str = SCHEDULER) -> None:
+    """Allocate and run queued deployments, all or none, in a handful of statements whatever their number.
+    A restart after a preemption resumes and costs no attempt."""
+    if not deployments:
+        return
+    accounting.allocate_many(session, cluster, [(d.id, Resources(d.cpu_millis, d.ram_mb, d.gpu)) for d in deployments])
+    ids = [d.id for d in deployments]
+    statement = _START_ON_AGENT if cluster.runtime == AGENT else _START
+    _guarded(session, statement, {"ids": ids, "versions": [d.version for d in deployments], "now": utcnow()}, len(ids))
+    types, messages = [], []
+    for d in deployments:
+        # The guard above proved each row is as read, so its event can be worded from what was read.
+        runs = f"attempt {d.attempts if d.resumes_preempted else d.attempts + 1} of {d.max_retries + 1}"
+        types.append("resumed" if d.resumes_preempted else "started")
+        messages.append(
+            f"Resumed on {cluster.name} after a preemption ({runs})."
+            if d.resumes_preempted
+            else f"Started on {cluster.name} ({runs})."
+        )
+    _events(session, ids, types, messages, actor, Status.QUEUED, Status.RUNNING)
+
+
+def start(session: Session, cluster: Cluster, deployment: Deployment, actor: str = SCHEDULER) -> None:
+    """Allocate and run one queued deployment (as `start_many`); the object is refreshed."""
+    require_status(deployment, "started", Status.QUEUED)
+    start_many(session, cluster, [deployment], actor)
+    session.refresh(deployment)
 
 
 def complete(
@@ -262,16 +345,15 @@ def preempt(
     )
 
 
-def fail_because(session: Session, deployment: Deployment, why: str, actor: str = SCHEDULER) -> None:
-    """A queued deployment can never run (a dependency ended failed or cancelled): `why` says which."""
-    require_status(deployment, "failed", Status.QUEUED)
-    _change(
-        session,
-        deployment,
-        Status.FAILED,
-        event="failed",
-        message=f"Failed: {why}.",
-        actor=actor,
-        reason=f"Failed because {why}.",
-        finished_at=utcnow(),
+def fail_many_because(session: Session, failures: Sequence[tuple[Pending, str]], actor: str = SCHEDULER) -> None:
+    """Queued deployments that can never run (a dependency ended failed or cancelled), each with `why`."""
+    if not failures:
+        return
+    ids = [d.id for d, _ in failures]
+    whys = [why for _, why in failures]
+    versions = array_literal(d.version for d, _ in failures)
+    parameters = {"ids": array_literal(ids), "versions": versions, "whys": whys, "now": utcnow()}
+    _guarded(session, _FAIL_QUEUED, parameters, len(ids))
+    _events(
+        session, ids, ["failed"] * len(ids), [f"Failed: {why}." for why in whys], actor, Status.QUEUED, Status.FAILED
     )

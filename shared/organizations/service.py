@@ -50,6 +50,11 @@ def require_member(
         if organization_id is None
         else membership(session=session, organization_id=organization_id, user_id=user_id)
     )
+    return require_role(member, role, not_found)
+
+
+def require_role(member: Membership | None, role: Role, not_found: str) -> Membership:
+    """The membership if its role allows `role`; NotFound (as for a missing object) if there is none."""
     if member is None:
         raise NotFound(not_found)
     if not Role(member.role).allows(role):

@@ -1,9 +1,11 @@
 """Scheduling passes for real: the pure plan, applied to PostgreSQL under a per-cluster lock.
 
 A pass holds the cluster's Redis lock (so two workers do not compute the same cluster at once) and,
-inside one transaction, the cluster's row lock (SELECT ... FOR UPDATE): that row lock, the relative
-counter updates, the version-checked status changes and the CHECK constraints are what keep the
-cluster within capacity, even if the Redis lock expires mid-pass.
+inside one transaction, the cluster's row lock (SELECT ... FOR NO KEY UPDATE): that row lock, the
+relative counter updates, the version-checked status changes and the CHECK constraints are what keep
+the cluster within capacity, even if the Redis lock expires mid-pass. It reads the cluster's queued and
+running deployments as plain rows and applies its plan in a handful of statements, however many
+deployments it starts (transitions.start_many, accounting.allocate_many).
 
 A start that needs preemption is handed to its own task (`scheduler.preempt`): the pass applies its
 plan up to that start, then the preemption re-checks the victims under the lock, moves them back to
@@ -16,11 +18,10 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlalchemy.orm import Session
 
@@ -91,29 +92,30 @@ def keep(lock) -> None:
         log.warning("lost the lock on %s mid-pass; carrying on under the database's row lock", lock.name)
 
 
-def _micros(moment: datetime | None) -> int:
-    return int(moment.timestamp() * 1_000_000) if moment else 0
-
-
-def _dependency_states(session: Session, queued: list[Deployment]) -> tuple[dict, dict[uuid.UUID, tuple]]:
-    ids = [d.id for d in queued]
+def _dependency_states(session: Session, cluster_id: uuid.UUID, queued: list) -> tuple[dict, dict[str, list[str]]]:
+    ids = {d.id for d in queued}
+    # Joined on the cluster rather than sent as 2,000 ids; a deployment queued since the pass read its
+    # rows may show up here, and is left for the next pass.
     edges = (
         session.execute(
-            select(DeploymentDependency.deployment_id, DeploymentDependency.depends_on_id).where(
-                DeploymentDependency.deployment_id.in_(ids)
-            )
+            select(cast(DeploymentDependency.deployment_id, Text), cast(DeploymentDependency.depends_on_id, Text))
+            .join(Deployment, Deployment.id == DeploymentDependency.deployment_id)
+            .where(Deployment.cluster_id == cluster_id, Deployment.status == Status.QUEUED.value)
         ).all()
         if ids
         else []
     )
-    depends_on: dict[uuid.UUID, list[uuid.UUID]] = {}
+    depends_on: dict[str, list[str]] = {}
     for deployment_id, dependency_id in edges:
-        depends_on.setdefault(deployment_id, []).append(dependency_id)
-    needed = {dependency_id for _, dependency_id in edges}
+        if deployment_id in ids:
+            depends_on.setdefault(deployment_id, []).append(dependency_id)
+    needed = {dependency_id for dependencies in depends_on.values() for dependency_id in dependencies}
     states = {}
     if needed:
         rows = session.execute(
-            select(Deployment.id, Deployment.name, Deployment.status).where(Deployment.id.in_(needed))
+            select(Deployment.id, Deployment.name, Deployment.status).where(
+                Deployment.id.in_([uuid.UUID(i) for i in needed])
+            )
         )
         states = {str(i): DependencyState(name, status) for i, name, status in rows}
     return states, depends_on
@@ -125,52 +127,78 @@ _SET_REASONS = text(
     "WHERE d.id = v.id AND d.status = 'queued' AND d.reason IS DISTINCT FROM v.reason"
 ).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=False))), bindparam("reasons", type_=ARRAY(TEXT)))
 
+# What a pass reads of each queued or running deployment: plain rows, not ORM objects (no identity map,
+# no change tracking); ids as text and times as epoch microseconds, which is all the plan wants of
+# them. The version is what its status changes are guarded by.
+_LIGHT_COLUMNS = (
+    cast(Deployment.id, Text).label("id"),
+    Deployment.name,
+    Deployment.status,
+    Deployment.priority,
+    Deployment.cpu_millis,
+    Deployment.ram_mb,
+    Deployment.gpu,
+    cast(func.extract("epoch", Deployment.created_at) * 1_000_000, BigInteger).label("created"),
+    cast(func.coalesce(func.extract("epoch", Deployment.started_at) * 1_000_000, 0), BigInteger).label("started"),
+    Deployment.version,
+    Deployment.attempts,
+    Deployment.max_retries,
+    Deployment.resumes_preempted,
+    Deployment.run_seconds,
+)
+
+
+def _resources(row) -> Resources:
+    return Resources(row.cpu_millis, row.ram_mb, row.gpu)
+
 
 def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcome:
-    """Plan and apply one pass over the cluster, in one transaction, with the cluster row locked."""
+    """Plan and apply one pass over the cluster, in one transaction, with the cluster row locked.
+
+    The plan is applied set-wise: its failures in one guarded UPDATE and one event INSERT, its starts
+    (up to the first that needs a preemption) in one ledger INSERT, one counter update, one guarded
+    UPDATE and one event INSERT, and the reasons of everything still waiting in one UPDATE.
+    """
     outcome = PassOutcome()
     cluster = lock_cluster(session, cluster_id)
     seen = accounting.changes_seen(session, cluster_id)
-    rows = session.scalars(
-        select(Deployment)
-        .where(Deployment.cluster_id == cluster_id, Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
-        .execution_options(populate_existing=True)
-    ).all()
-    by_id = {str(d.id): d for d in rows}
+    rows = (
+        session.connection()
+        .execute(
+            select(*_LIGHT_COLUMNS).where(
+                Deployment.cluster_id == cluster_id,
+                Deployment.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+            )
+        )
+        .all()
+    )
+    by_id = {d.id: d for d in rows}
     running = [d for d in rows if d.status == Status.RUNNING.value]
     queued = [d for d in rows if d.status == Status.QUEUED.value]
-    states, depends_on = _dependency_states(session, queued)
+    states, depends_on = _dependency_states(session, cluster_id, queued)
     plan = plan_pass(
         cluster.capacity,
-        [Running(str(d.id), d.name, d.priority, d.resources, _micros(d.started_at)) for d in running],
+        [Running(d.id, d.name, d.priority, _resources(d), d.started) for d in running],
         [
-            Candidate(
-                str(d.id),
-                d.name,
-                d.priority,
-                d.resources,
-                _micros(d.created_at),
-                tuple(str(i) for i in depends_on.get(d.id, ())),
-            )
+            Candidate(d.id, d.name, d.priority, _resources(d), d.created, tuple(depends_on.get(d.id, ())))
             for d in queued
         ],
         states,
     )
     keep(lock)
 
-    for failure in plan.failures:
-        deployment = by_id[failure.deployment_id]
-        transitions.fail_because(session, deployment, failure.reason)
-        outcome.failed.append(deployment.id)
+    failures = [(by_id[failure.deployment_id], failure.reason) for failure in plan.failures]
+    transitions.fail_many_because(session, failures)
+    outcome.failed = [uuid.UUID(deployment.id) for deployment, _ in failures]
+    starts = []
     for start in plan.starts:
         if start.victims:
             outcome.handoff = (uuid.UUID(start.deployment_id), tuple(uuid.UUID(v) for v in start.victims))
             break
-        deployment = by_id[start.deployment_id]
-        transitions.start(session, cluster, deployment)
-        outcome.started.append(deployment.id)
-        if deployment.run_seconds:
-            outcome.timers.append((deployment.id, deployment.run_seconds))
+        starts.append(by_id[start.deployment_id])
+    transitions.start_many(session, cluster, starts)
+    outcome.started = [uuid.UUID(deployment.id) for deployment in starts]
+    outcome.timers = [(uuid.UUID(d.id), d.run_seconds) for d in starts if d.run_seconds]
     if plan.waiting:
         session.execute(_SET_REASONS, {"ids": list(plan.waiting), "reasons": list(plan.waiting.values())})
     outcome.waiting = len(plan.waiting)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 
 import redis
 from celery import current_app as current_celery
@@ -35,10 +36,12 @@ def pending_key(cluster_id: uuid.UUID | str) -> str:
     return f"{PENDING}{cluster_id}"
 
 
-def request_pass(cluster_id: uuid.UUID | str, priority: int = 500) -> bool:
+def request_pass(cluster_id: uuid.UUID | str, priority: int | Callable[[], int] = 500) -> bool:
     """Make sure a pass over the cluster will run; True if this call enqueued it, False if one was pending.
 
     `priority` is the highest priority waiting on the cluster: the pass goes on that priority's queue.
+    Given as a function, it is asked only when this call does enqueue the pass (a query saved on every
+    request that coalesces into a pending one).
     A Redis outage is logged, not raised: the caller's change is committed, and the reconciler will
     request the pass once Redis is back.
     """
@@ -51,6 +54,8 @@ def request_pass(cluster_id: uuid.UUID | str, priority: int = 500) -> bool:
         log.warning("could not request a pass for cluster %s (the reconciler will): %s", cluster_id, error)
         return False
     try:
+        if callable(priority):
+            priority = priority()
         current_celery.send_task(
             SCHEDULE_TASK, args=[str(cluster_id)], queue=queue_for_priority(priority), countdown=DEBOUNCE_SECONDS
         )

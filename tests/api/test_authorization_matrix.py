@@ -64,6 +64,7 @@ EXPECTED = {
     # The world's cluster runs a deployment: deleting it is a conflict even for its admin.
     ("DELETE", "/api/v1/clusters/<uuid:cluster_id>"): Expect("admin", (409,)),
     ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("developer", (202,), "deployment"),
+    ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments/batch"): Expect("developer", (202,), "batch"),
     ("GET", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("viewer", (200,)),
     ("GET", "/api/v1/deployments/<uuid:deployment_id>"): Expect("viewer", (200,)),
     ("GET", "/api/v1/deployments/<uuid:deployment_id>/events"): Expect("viewer", (200,)),
@@ -192,6 +193,19 @@ class World:
             "cluster": {"name": f"c-{uuid.uuid4().hex[:6]}", "cpu": 4, "ram_gb": 16, "gpu": 1},
             "resize": {"cpu": 64},
             "deployment": {"name": "train", "image": "ghcr.io/acme/train:1", "cpu": 1, "ram_gb": 2, "gpu": 0},
+            "batch": {
+                "deployments": [
+                    {"name": "prep", "image": "ghcr.io/acme/prep:1", "cpu": 1, "ram_gb": 2, "gpu": 0},
+                    {
+                        "name": "train",
+                        "image": "ghcr.io/acme/train:1",
+                        "cpu": 1,
+                        "ram_gb": 2,
+                        "gpu": 0,
+                        "depends_on": ["#0"],
+                    },
+                ]
+            },
             "failure": {"reason": "out of memory"},
             "agent_token": {"name": "rack-2"},
             "sync": {"agent": {"name": "host-1", "driver": "process", "version": "0.1.0"}, "deployments": []},

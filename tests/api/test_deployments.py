@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from shared.scheduling.requests import pending_key
+from tests.conftest import forget_pass_requests
 
 
 @pytest.fixture
@@ -252,7 +253,7 @@ def test_another_organizations_deployment_is_404_like_a_missing_one(client, auth
 
 def test_the_pass_goes_on_the_queue_of_the_highest_priority_waiting(client, org, cluster, fleet, redis_client):
     fleet.deployment(cluster, org[1], priority=950)
-    redis_client.flushdb()  # forget the pass that submission asked for: the next request must send one
+    forget_pass_requests(redis_client)  # the pass that submission asked for: the next request must send one
     assert submit(client, cluster, org[1], priority=100).status_code == 202
     assert redis_client.llen("critical") == 1
     assert redis_client.llen("low") == 0

@@ -60,6 +60,7 @@ def world(app, servers, password_hash):
 
 SUBMIT = "POST /api/v1/clusters/{cluster_id}/deployments"
 SYNC = "POST /api/v1/agent/sync"
+BATCH = "POST /api/v1/clusters/{cluster_id}/deployments/batch"
 CASES_RUN = []
 
 
@@ -114,15 +115,20 @@ def test_every_operation_survives_generated_input(case, app, world):
         for name in ("org_id", "cluster_id", "deployment_id", "user_id", "token_id"):
             if name in case.path_parameters:
                 case.path_parameters[name] = str(world[name])
-        if case.operation.label == SUBMIT:
+        if case.operation.label in (SUBMIT, BATCH):
             case.path_parameters["cluster_id"] = str(world["roomy_cluster_id"])
-    if positive("body") and isinstance(case.body, dict) and case.body.get("depends_on"):
-        # Valid data may depend only on deployments that exist, a rule no schema can state.
-        case.body["depends_on"] = [str(world["deployment_id"])]
-    if positive("body") and isinstance(case.body, dict) and isinstance(case.body.get("env"), dict):
-        # Variable names have a pattern that OpenAPI 3.0 cannot state for an object's keys, and all of them
-        # together a size limit (32 KiB) that no schema can state.
-        case.body["env"] = {f"V{index}": value[:256] for index, value in enumerate(case.body["env"].values())}
+    if positive("body") and isinstance(case.body, dict):
+        # Rules no schema can state: valid data may depend only on deployments that exist (in a batch, also on
+        # earlier items); variable names have a pattern OpenAPI 3.0 cannot state for an object's keys, and all
+        # of them together a size limit (32 KiB).
+        submissions = case.body.get("deployments") if case.operation.label == BATCH else [case.body]
+        for submission in submissions if isinstance(submissions, list) else ():
+            if not isinstance(submission, dict):
+                continue
+            if submission.get("depends_on"):
+                submission["depends_on"] = [str(world["deployment_id"])]
+            if isinstance(submission.get("env"), dict):
+                submission["env"] = {f"V{i}": value[:256] for i, value in enumerate(submission["env"].values())}
     headers = None
     if positive("header"):
         # A fresh session per case: a generated logout (or logout-all) ends only sessions started before it.
