@@ -430,8 +430,8 @@ def _live_nominations(
     running_ids = {r.id for r in running}
     claimed: set[str] = set()
     live = {}
-    for candidate in candidates:
-        victims = tuple(sorted(v for v in nominations.get(candidate.id, ()) if v in running_ids and v not in claimed))
+    for candidate in [c for c in candidates if c.id in nominations]:
+        victims = tuple(sorted(v for v in nominations[candidate.id] if v in running_ids and v not in claimed))
         if victims:
             claimed.update(victims)
             live[candidate.id] = victims
