@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+API_PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev up services migrate test lint format bench chaos clean
+.PHONY: help install install-dev up services migrate agent test lint format bench chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +37,10 @@ services: install  ## run only the embedded PostgreSQL and Redis (the dev-servic
 
 migrate: install  ## apply database migrations
 	$(PY) -m alembic upgrade head
+
+agent: install  ## run an agent (process driver) for the cluster of TOKEN against the local API: make agent TOKEN=hva_…
+	@test -n "$(TOKEN)" || { echo "usage: make agent TOKEN=<agent token> (POST /api/v1/clusters/{id}/agent-tokens)"; exit 2; }
+	$(PY) -m agent --api http://127.0.0.1:$(API_PORT) --token $(TOKEN) --driver process
 
 lint: install-dev  ## ruff
 	$(PY) -m ruff check .

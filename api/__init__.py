@@ -62,12 +62,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_limiter(app)
     init_security_headers(app)
     from api import docs, health, index
+    from api.agents.routes import blp as agents
     from api.auth.routes import blp as auth
     from api.clusters.routes import blp as clusters
     from api.deployments.routes import blp as deployments
     from api.organizations.routes import blp as organizations
 
-    for blueprint in (index.blp, health.blp, auth, organizations, clusters, deployments):
+    for blueprint in (index.blp, health.blp, auth, organizations, clusters, deployments, agents):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs.blp)
     make_celery(app)

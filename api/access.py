@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, g, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 
+from shared.agents import service as agents
 from shared.clusters import service as clusters
 from shared.clusters.accounting import CLUSTER_NOT_FOUND
 from shared.db import db
@@ -56,7 +57,8 @@ SCOPES: dict[str, Scope] = {
 
 @dataclass(frozen=True)
 class Rule:
-    """An access rule: no credential, a token (access or refresh), or membership with a minimum role."""
+    """An access rule: no credential, a token (access, refresh, or a cluster's agent token: "agent"), or
+    membership with a minimum role."""
 
     credential: str | None = "access"
     role: Role | None = None
@@ -72,6 +74,8 @@ class Rule:
 PUBLIC = Rule(credential=None)
 USER = Rule()
 REFRESH = Rule(credential="refresh")
+# An agent token, and nothing else: a user's JWT is refused (401); the token names the agent's cluster.
+AGENT = Rule(credential="agent")
 
 
 def member(role: Role, of: str = "org_id") -> Rule:
@@ -95,6 +99,11 @@ def current_member():
     return g.member
 
 
+def current_agent_token():
+    """The agent token of the caller (AGENT routes): its cluster is the only one it may act on."""
+    return g.agent_token
+
+
 def current_access():
     """What the scope's `access_of` found for this request (e.g. clusters.CallerAccess)."""
     return g.access
@@ -116,7 +125,21 @@ def _normalize_authorization() -> None:
     request.environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
 
 
+AGENT_TOKEN_NEEDED = "An agent token is required: send it as `Authorization: Bearer <token>`."  # noqa: S105
+
+
+def _authenticate_agent() -> None:
+    _normalize_authorization()
+    _, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not token:
+        raise Unauthorized(AGENT_TOKEN_NEEDED)
+    g.agent_token = agents.authenticate(session=db.session, token=token)
+
+
 def _authenticate(rule: Rule) -> None:
+    if rule.credential == "agent":
+        _authenticate_agent()
+        return
     _normalize_authorization()
     verify_jwt_in_request(refresh=rule.credential == "refresh")
     try:

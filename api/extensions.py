@@ -30,6 +30,7 @@ from shared.redis import get_redis
 log = logging.getLogger(__name__)
 
 BEARER_SCHEME = "bearerAuth"
+AGENT_SCHEME = "agentToken"
 API_DESCRIPTION = (
     "Hypervisor schedules ML workloads onto GPU clusters. Authenticate with `POST /api/v1/auth/login`, "
     "then send `Authorization: Bearer <access_token>`. A login is a session: refresh tokens are single use, "
@@ -141,7 +142,8 @@ BAD_BODY = (
 )
 
 DENIAL_DESCRIPTIONS = {
-    401: "No, invalid or expired token, or its session has ended.",
+    401: "No, invalid or expired token, its session has ended, or the wrong kind of token (a user's token on an "
+    "agent route, an agent token anywhere else).",
     403: "Your role in the organization does not allow this.",
     404: "Not found, or not in one of your organizations.",
 }
@@ -191,7 +193,8 @@ class Blueprint(flask_smorest.Blueprint):
         def decorator(view):
             view = access.guard(rule)(view)
             if rule.credential is not None:
-                view = self.doc(security=[{BEARER_SCHEME: []}])(view)
+                scheme = AGENT_SCHEME if rule.credential == "agent" else BEARER_SCHEME
+                view = self.doc(security=[{scheme: []}])(view)
             for status in rule.denials:
                 view = self.alt_response(status, schema=ErrorSchema, description=DENIAL_DESCRIPTIONS[status])(view)
             return view
@@ -208,6 +211,10 @@ def init_extensions(app: Flask) -> Api:
     api.register_converter(UnicodeConverter, _string_path_parameter)
     app.url_value_preprocessor(_refuse_nul_in_path)
     api.spec.components.security_scheme(BEARER_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.spec.components.security_scheme(
+        AGENT_SCHEME,
+        {"type": "http", "scheme": "bearer", "description": "A cluster's agent token (only for /api/v1/agent/*)."},
+    )
     jwt = JWTManager(app)
     _register_error_handlers(app, jwt)
     return api
@@ -225,10 +232,15 @@ def _exclusive_bounds(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict
     return bounds
 
 
+# Field metadata of a string whose schema replaces NULs (with U+FFFD) instead of refusing them: no pattern.
+NUL_REPLACED = "nul_replaced"
+
+
 def _no_nul_pattern(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
     """The base schema's NUL rule, in the spec: a pattern on each free-form input string."""
     free_form = ret.get("type") == "string" and not {"pattern", "enum", "format"} & ret.keys()
-    return {"pattern": NO_NUL_PATTERN} if free_form and not field.dump_only else {}
+    refused = free_form and not field.dump_only and not field.metadata.get(NUL_REPLACED)
+    return {"pattern": NO_NUL_PATTERN} if refused else {}
 
 
 def _string_path_parameter(converter: UnicodeConverter) -> dict:

@@ -122,6 +122,9 @@ class Settings:
     max_queued_per_cluster: int = 50_000
     max_queued_per_organization: int = 100_000
     max_dependencies_per_deployment: int = 100
+    agent_sync_seconds: int = 2
+    agent_lease_seconds: int = 30
+    agent_lost_seconds: int = 300
 
     @property
     def production(self) -> bool:
@@ -205,6 +208,9 @@ class Settings:
             max_queued_per_cluster=_int(env, "MAX_QUEUED_PER_CLUSTER", 50_000),
             max_queued_per_organization=_int(env, "MAX_QUEUED_PER_ORGANIZATION", 100_000),
             max_dependencies_per_deployment=_int(env, "MAX_DEPENDENCIES_PER_DEPLOYMENT", 100),
+            agent_sync_seconds=_positive_int(env, "AGENT_SYNC_SECONDS", 2),
+            agent_lease_seconds=_positive_int(env, "AGENT_LEASE_SECONDS", 30),
+            agent_lost_seconds=_positive_int(env, "AGENT_LOST_SECONDS", 300),
         )
 
 

@@ -261,7 +261,7 @@ class Fleet:
     def __init__(self, session):
         self.session = session
 
-    def cluster(self, organization, name=None, cpu=8, ram_gb=32, gpu=4):
+    def cluster(self, organization, name=None, cpu=8, ram_gb=32, gpu=4, runtime="simulated"):
         from shared.clusters import service as clusters
         from shared.resources import Resources
 
@@ -270,6 +270,7 @@ class Fleet:
             organization_id=organization.id,
             name=name or f"cluster-{secrets.token_hex(3)}",
             capacity=Resources.from_api(cpu, ram_gb, gpu),
+            runtime=runtime,
         )
 
     def deployment(self, cluster, owner, name=None, cpu=1, ram_gb=1, gpu=0, priority=500, **options):

@@ -6,6 +6,7 @@ from api.access import member
 from api.clusters.schemas import ClusterIn, ClusterOut, ClusterPatch
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
+from shared.agents import service as agents
 from shared.clusters import service as clusters
 from shared.db import db
 from shared.organizations.roles import Role
@@ -14,7 +15,7 @@ from shared.resources import Resources
 blp = Blueprint("clusters", __name__, url_prefix="/api/v1", description="Clusters and their capacity.")
 
 
-def cluster_out(cluster, counts) -> dict:
+def cluster_out(cluster, counts, agent) -> dict:
     return {
         "id": cluster.id,
         "organization_id": cluster.organization_id,
@@ -23,13 +24,15 @@ def cluster_out(cluster, counts) -> dict:
         "allocated": cluster.allocated.to_api(),
         "available": cluster.available.to_api(),
         "deployments": counts,
+        "runtime": cluster.runtime,
+        "agent": agent.to_api() if agent else None,
         "created_at": cluster.created_at,
     }
 
 
 def _one(cluster) -> dict:
     counts = clusters.deployment_counts(session=db.session, cluster_ids=[cluster.id])[cluster.id]
-    return cluster_out(cluster, counts)
+    return cluster_out(cluster, counts, agents.agent_status(session=db.session, cluster=cluster))
 
 
 @blp.route("/organizations/<uuid:org_id>/clusters")
@@ -50,6 +53,7 @@ class OrganizationClusters(MethodView):
             organization_id=org_id,
             name=body["name"],
             capacity=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
+            runtime=body["runtime"],
         )
         return _one(cluster)
 
@@ -63,7 +67,8 @@ class OrganizationClusters(MethodView):
         )
         pagination_parameters.item_count = total
         counts = clusters.deployment_counts(session=db.session, cluster_ids=[c.id for c in page])
-        return [cluster_out(c, counts[c.id]) for c in page]
+        holders = agents.agent_statuses(session=db.session, clusters=page)
+        return [cluster_out(c, counts[c.id], holders.get(c.id)) for c in page]
 
 
 @blp.route("/clusters/<uuid:cluster_id>")
@@ -77,9 +82,14 @@ class ClusterDetail(MethodView):
     @blp.access(member(Role.ADMIN, of="cluster_id"))
     @blp.arguments(ClusterPatch, required=False)
     @blp.response(200, ClusterOut)
-    @blp.alt_response(409, schema=ErrorSchema, description="Shrinking below what is allocated, or a name taken.")
+    @blp.alt_response(
+        409,
+        schema=ErrorSchema,
+        description="Shrinking below what is allocated, a name taken, or a new runtime while a deployment runs.",
+    )
     def patch(self, body, cluster_id):
-        """Rename or resize. Growing schedules waiting work; shrinking below the allocation is refused."""
+        """Rename, resize or change the runtime. Growing schedules waiting work; shrinking below the allocation is
+        refused, and so is a new runtime while a deployment runs."""
         cluster = clusters.update(
             session=db.session,
             cluster_id=cluster_id,
@@ -87,6 +97,7 @@ class ClusterDetail(MethodView):
             cpu_millis=body.get("cpu"),
             ram_mb=body.get("ram_gb"),
             gpu=body.get("gpu"),
+            runtime=body.get("runtime"),
         )
         return _one(cluster)
 

@@ -2,6 +2,7 @@ import marshmallow as ma
 
 from api.extensions import Schema
 from api.fields import Name, Quantity
+from shared.clusters.models import RUNTIMES, SIMULATED
 from shared.resources import CPU_SCALE, RAM_SCALE
 
 MAX_CPU = 1_000_000  # cores
@@ -23,11 +24,24 @@ def gpu(**kwargs):
     return Quantity(scale=1, maximum=MAX_GPU, integer=True, metadata={"description": "Whole GPUs."}, **kwargs)
 
 
+RUNTIME_DESCRIPTION = (
+    "What runs its deployments: `simulated` (nothing: run_seconds and the complete / fail endpoints end them) "
+    "or `agent` (an agent on the cluster's host runs them; see RUNTIME.md)."
+)
+
+
+def runtime(**kwargs):
+    return ma.fields.String(
+        validate=ma.validate.OneOf(RUNTIMES), metadata={"description": RUNTIME_DESCRIPTION}, **kwargs
+    )
+
+
 class ClusterIn(Schema):
     name = Name(required=True)
     cpu = cpu(required=True)
     ram_gb = ram_gb(required=True)
     gpu = gpu(required=True)
+    runtime = runtime(load_default=SIMULATED)
 
 
 class ClusterPatch(Schema):
@@ -35,6 +49,7 @@ class ClusterPatch(Schema):
     cpu = cpu()
     ram_gb = ram_gb()
     gpu = gpu()
+    runtime = runtime()
 
 
 class ResourcesOut(Schema):
@@ -52,6 +67,16 @@ class DeploymentCountsOut(Schema):
     cancelled = ma.fields.Integer(required=True)
 
 
+class AgentOut(Schema):
+    name = ma.fields.String(required=True)
+    driver = ma.fields.String(required=True)
+    version = ma.fields.String(required=True)
+    last_seen_at = ma.fields.AwareDateTime(required=True, format="iso", metadata={"description": "Its last sync."})
+    live = ma.fields.Boolean(
+        required=True, metadata={"description": "Its last sync is younger than lease_seconds (AGENT_LEASE_SECONDS)."}
+    )
+
+
 class ClusterOut(Schema):
     id = ma.fields.UUID(required=True)
     organization_id = ma.fields.UUID(required=True)
@@ -60,4 +85,14 @@ class ClusterOut(Schema):
     allocated = ma.fields.Nested(ResourcesOut, required=True)
     available = ma.fields.Nested(ResourcesOut, required=True)
     deployments = ma.fields.Nested(DeploymentCountsOut, required=True, metadata={"description": "Counts by status."})
+    runtime = runtime(required=True)
+    agent = ma.fields.Nested(
+        AgentOut,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The agent holding (or last holding) an agent cluster; null if none ever synced, "
+            "and on simulated clusters."
+        },
+    )
     created_at = ma.fields.AwareDateTime(required=True, format="iso")

@@ -1,11 +1,22 @@
 """Deployments (API.md, "Deployments")."""
 
 from flask.views import MethodView
+from sqlalchemy import select
 
 from api.access import current_access, current_user_id, member
-from api.deployments.schemas import BatchIn, DeploymentIn, DeploymentListQuery, DeploymentOut, EventOut, FailIn
+from api.deployments.schemas import (
+    BatchIn,
+    DeploymentIn,
+    DeploymentListQuery,
+    DeploymentOut,
+    EventOut,
+    FailIn,
+    LogsOut,
+)
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
+from shared.agents import service as agents
+from shared.clusters.models import AGENT, Cluster
 from shared.db import db
 from shared.deployments import service as deployments
 from shared.deployments.models import Status
@@ -16,8 +27,28 @@ from shared.resources import Resources
 blp = Blueprint("deployments", __name__, url_prefix="/api/v1", description="Deployments and their history.")
 
 
+def runtime_out(deployment) -> dict | None:
+    if deployment.runtime_state is None:
+        return None
+    return {
+        "state": deployment.runtime_state,
+        "agent": deployment.runtime_agent,
+        "container": deployment.runtime_container,
+        "started_at": deployment.runtime_started_at,
+        "exit_code": deployment.runtime_exit_code,
+        "message": deployment.runtime_message,
+    }
+
+
 def deployments_out(items) -> list[dict]:
     dependencies = deployments.dependencies_of(session=db.session, deployment_ids=[d.id for d in items])
+    agent_clusters = {
+        cluster_id
+        for cluster_id, runtime in db.session.execute(
+            select(Cluster.id, Cluster.runtime).where(Cluster.id.in_({d.cluster_id for d in items}))
+        )
+        if runtime == AGENT
+    }
     return [
         {
             "id": d.id,
@@ -34,6 +65,11 @@ def deployments_out(items) -> list[dict]:
             "max_retries": d.max_retries,
             "preemptions": d.preemptions,
             "run_seconds": d.run_seconds,
+            "command": d.command,
+            "env": d.env or {},
+            "grace_seconds": d.grace_seconds,
+            "generation": d.generation,
+            "runtime": runtime_out(d) if d.cluster_id in agent_clusters else None,
             "created_by": d.created_by,
             "created_at": d.created_at,
             "started_at": d.started_at,
@@ -52,6 +88,9 @@ def _submission(body: dict) -> deployments.Submission:
         depends_on=body["depends_on"],
         max_retries=body["max_retries"],
         run_seconds=body["run_seconds"],
+        command=body["command"],
+        env=body["env"],
+        grace_seconds=body["grace_seconds"],
     )
 
 
@@ -73,6 +112,10 @@ def _actor_name() -> str:
 
 
 TRANSITION_CONFLICT = "The deployment's status does not allow this (the message says its current status)."
+BY_PROCESS_CONFLICT = (
+    "The deployment's status does not allow this, or it runs on an agent cluster, where its process's exit "
+    "decides how it ends."
+)
 
 
 @blp.route("/clusters/<uuid:cluster_id>/deployments")
@@ -80,6 +123,12 @@ class ClusterDeployments(MethodView):
     @blp.access(member(Role.DEVELOPER, of="cluster_id"))
     @blp.arguments(DeploymentIn())
     @blp.response(202, DeploymentOut)
+    @blp.alt_response(
+        422,
+        schema=ErrorSchema,
+        description="Invalid fields; or it could never fit the cluster, a dependency is unknown, or it sets "
+        "run_seconds on an agent cluster (the message says which).",
+    )
     @blp.alt_response(
         429,
         schema=ErrorSchema,
@@ -144,9 +193,9 @@ class DeploymentEvents(MethodView):
 class CompleteDeployment(MethodView):
     @blp.access(member(Role.DEVELOPER, of="deployment_id"))
     @blp.response(200, DeploymentOut)
-    @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
+    @blp.alt_response(409, schema=ErrorSchema, description=BY_PROCESS_CONFLICT)
     def post(self, deployment_id):
-        """Mark a running deployment completed; its resources are freed."""
+        """Mark a running deployment completed; its resources are freed (simulated clusters only)."""
         deployment = deployments.complete(session=db.session, deployment_id=deployment_id, actor=_actor_name())
         return deployments_out([deployment])[0]
 
@@ -156,9 +205,10 @@ class FailDeployment(MethodView):
     @blp.access(member(Role.DEVELOPER, of="deployment_id"))
     @blp.arguments(FailIn, required=False)
     @blp.response(200, DeploymentOut)
-    @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
+    @blp.alt_response(409, schema=ErrorSchema, description=BY_PROCESS_CONFLICT)
     def post(self, body, deployment_id):
-        """Report a running deployment failed: requeued while attempts <= max_retries, else failed."""
+        """Report a running deployment failed: requeued while attempts <= max_retries, else failed (simulated
+        clusters only)."""
         deployment = deployments.fail(
             session=db.session, deployment_id=deployment_id, actor=_actor_name(), reason=body["reason"]
         )
@@ -171,6 +221,16 @@ class CancelDeployment(MethodView):
     @blp.response(200, DeploymentOut)
     @blp.alt_response(409, schema=ErrorSchema, description=TRANSITION_CONFLICT)
     def post(self, deployment_id):
-        """Cancel a queued or running deployment."""
+        """Cancel a queued or running deployment. On an agent cluster a running one is `stopping` until its agent
+        reports it stopped, then `cancelled`."""
         deployment = deployments.cancel(session=db.session, deployment_id=deployment_id, actor=_actor_name())
         return deployments_out([deployment])[0]
+
+
+@blp.route("/deployments/<uuid:deployment_id>/logs")
+class DeploymentLogs(MethodView):
+    @blp.access(member(Role.VIEWER, of="deployment_id"))
+    @blp.response(200, LogsOut)
+    def get(self, deployment_id):
+        """The output of its latest run that an agent sent (its last 64 KiB; empty when none)."""
+        return agents.logs_of(session=db.session, deployment_id=deployment_id)

@@ -2,11 +2,30 @@ import marshmallow as ma
 
 from api.clusters.schemas import ResourcesOut, cpu, gpu, ram_gb
 from api.extensions import Schema
-from api.fields import DependencyRef, ImageRef, Name, StrictFloat, StrictInteger
-from shared.deployments.models import STATUS_VALUES
+from api.fields import DependencyRef, ImageRef, Name, Pattern, StrictFloat, StrictInteger
+from shared.deployments.models import DEFAULT_GRACE_SECONDS, STATUS_VALUES, RuntimeState
 
 MAX_RUN_SECONDS = 30 * 86400
 MAX_BATCH = 1_000
+MAX_COMMAND_ITEMS = 64
+MAX_ARGUMENT_LENGTH = 4096
+MAX_ENV_ENTRIES = 64
+MAX_ENV_BYTES = 32 * 1024
+MAX_GRACE_SECONDS = 3600
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_DESCRIPTION = (
+    f"Variables added to the run's environment: at most {MAX_ENV_ENTRIES}, {MAX_ENV_BYTES // 1024} KiB in all "
+    "(names and values, UTF-8), names `[A-Za-z_][A-Za-z0-9_]*`. **Not a secret store**: every member of the "
+    "organization reads them, and the agent's host sees them."
+)
+
+
+def _env_within_bounds(env: dict) -> None:
+    if len(env) > MAX_ENV_ENTRIES:
+        raise ma.ValidationError(f"{len(env)} variables; at most {MAX_ENV_ENTRIES}.")
+    size = sum(len(name.encode()) + len(value.encode()) for name, value in env.items())
+    if size > MAX_ENV_BYTES:
+        raise ma.ValidationError(f"{size} bytes of names and values; at most {MAX_ENV_BYTES // 1024} KiB.")
 
 
 class DeploymentIn(Schema):
@@ -33,8 +52,46 @@ class DeploymentIn(Schema):
         load_default=None,
         allow_none=True,
         validate=ma.validate.Range(min=0, max=MAX_RUN_SECONDS, min_inclusive=False),
-        metadata={"description": "If set, the deployment completes by itself this many seconds after it starts."},
+        metadata={
+            "description": "If set, the deployment completes by itself this many seconds after it starts "
+            "(simulated clusters only: refused with 422 on an agent cluster)."
+        },
     )
+    command = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(max=MAX_ARGUMENT_LENGTH)),
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Length(min=1, max=MAX_COMMAND_ITEMS),
+        metadata={"description": f"argv of the run (no shell), 1-{MAX_COMMAND_ITEMS} items; null: the image's own."},
+    )
+    env = ma.fields.Dict(
+        keys=ma.fields.String(validate=Pattern(ENV_NAME_PATTERN, error="Not a variable name: [A-Za-z_][A-Za-z0-9_]*.")),
+        values=ma.fields.String(validate=ma.validate.Length(max=MAX_ENV_BYTES)),
+        load_default=dict,
+        validate=_env_within_bounds,
+        metadata={"description": ENV_DESCRIPTION, "maxProperties": MAX_ENV_ENTRIES},
+    )
+    grace_seconds = StrictInteger(
+        load_default=DEFAULT_GRACE_SECONDS,
+        validate=ma.validate.Range(0, MAX_GRACE_SECONDS),
+        metadata={"description": "How long a stop waits after SIGTERM before SIGKILL (0-3600 s)."},
+    )
+
+
+class RuntimeOut(Schema):
+    state = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf([state.value for state in RuntimeState]),
+        metadata={
+            "description": "`pending` (admitted, no agent has started it yet), `running` (an agent reports it "
+            "running), `stopping` (preempted or cancelled; the agent is stopping it); the last one once it ended."
+        },
+    )
+    agent = ma.fields.String(required=True, allow_none=True, metadata={"description": "The agent running it."})
+    container = ma.fields.String(required=True, allow_none=True)
+    started_at = ma.fields.AwareDateTime(required=True, allow_none=True, format="iso")
+    exit_code = ma.fields.Integer(required=True, allow_none=True)
+    message = ma.fields.String(required=True, allow_none=True)
 
 
 class BatchItemIn(DeploymentIn):
@@ -43,7 +100,6 @@ class BatchItemIn(DeploymentIn):
     depends_on = ma.fields.List(
         DependencyRef(),
         load_default=list,
-        validate=ma.validate.Length(max=100),
         metadata={
             "description": "Deployments of this organization that must complete first, or earlier items of "
             'the batch as "#<index>" (e.g. "#0").'
@@ -79,6 +135,23 @@ class DeploymentOut(Schema):
     max_retries = ma.fields.Integer(required=True)
     preemptions = ma.fields.Integer(required=True)
     run_seconds = ma.fields.Float(required=True, allow_none=True)
+    command = ma.fields.List(ma.fields.String(), required=True, allow_none=True)
+    env = ma.fields.Dict(
+        keys=ma.fields.String(), values=ma.fields.String(), required=True, metadata={"description": ENV_DESCRIPTION}
+    )
+    grace_seconds = ma.fields.Integer(required=True)
+    generation = ma.fields.Integer(
+        required=True, metadata={"description": "+1 each time it is started: names one run (0: never started)."}
+    )
+    runtime = ma.fields.Nested(
+        RuntimeOut,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Its run on an agent cluster (the last one, once ended); null on simulated clusters "
+            "and before its first start."
+        },
+    )
     created_by = ma.fields.UUID(required=True, allow_none=True)
     created_at = ma.fields.AwareDateTime(required=True, format="iso")
     started_at = ma.fields.AwareDateTime(required=True, allow_none=True, format="iso")
@@ -99,4 +172,14 @@ class EventOut(Schema):
     message = ma.fields.String(required=True)
     actor = ma.fields.String(
         required=True, metadata={"description": "Who or what caused it: a username, `scheduler` or `reconciler`."}
+    )
+
+
+class LogsOut(Schema):
+    generation = ma.fields.Integer(required=True, metadata={"description": "The run these logs are from."})
+    logs = ma.fields.String(
+        required=True, metadata={"description": "The last 64 KiB of its output an agent sent; empty when none."}
+    )
+    truncated = ma.fields.Boolean(
+        required=True, metadata={"description": "Earlier output was dropped (the logs are a full 64 KiB)."}
     )

@@ -23,6 +23,10 @@ def _bounded(resource: str) -> CheckConstraint:
     return CheckConstraint(f"0 <= {allocated} AND {allocated} <= {capacity}", name=f"{resource}_within_capacity")
 
 
+RUNTIMES = ("simulated", "agent")
+SIMULATED, AGENT = RUNTIMES
+
+
 class Cluster(Base):
     __tablename__ = "clusters"
 
@@ -38,9 +42,12 @@ class Cluster(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # When a scheduling pass last looked at this cluster: the reconciler revisits clusters it has not.
     last_pass_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What runs its deployments: nothing ("simulated") or an agent on its host (RUNTIME.md).
+    runtime: Mapped[str] = mapped_column(String(16), default=SIMULATED, server_default=SIMULATED)
 
     __table_args__ = (
         UniqueConstraint("organization_id", "name"),
+        CheckConstraint("runtime IN ('simulated', 'agent')", name="runtime"),
         _bounded("cpu"),
         _bounded("ram"),
         _bounded("gpu"),

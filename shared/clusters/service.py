@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.clusters import accounting
 from shared.clusters.accounting import CLUSTER_NOT_FOUND, lock_cluster
-from shared.clusters.models import Cluster, ClusterQueue
+from shared.clusters.models import SIMULATED, Cluster, ClusterQueue
 from shared.config import get_settings
 from shared.deployments.models import Deployment, Status
 from shared.deployments.service import highest_waiting_priority
@@ -35,6 +35,7 @@ class ClusterRef:
     organization_id: uuid.UUID
     name: str
     capacity: Resources
+    runtime: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ def access_of(*, session: Session, object_id: uuid.UUID, user_id: uuid.UUID) -> 
                 Cluster.cpu_capacity_millis,
                 Cluster.ram_capacity_mb,
                 Cluster.gpu_capacity,
+                Cluster.runtime,
                 Membership.role,
                 select(User.username).where(User.id == user_id).scalar_subquery(),
             )
@@ -73,12 +75,12 @@ def access_of(*, session: Session, object_id: uuid.UUID, user_id: uuid.UUID) -> 
     )
     if row is None:
         return None
-    cluster_id, organization_id, name, cpu_millis, ram_mb, gpu, role, username = row
+    cluster_id, organization_id, name, cpu_millis, ram_mb, gpu, runtime, role, username = row
     return CallerAccess(
         organization_id,
         role,
         username,
-        ClusterRef(cluster_id, organization_id, name, Resources(cpu_millis, ram_mb, gpu)),
+        ClusterRef(cluster_id, organization_id, name, Resources(cpu_millis, ram_mb, gpu), runtime),
     )
 
 
@@ -93,7 +95,9 @@ def _name_taken(name: str) -> Conflict:
     return Conflict(f"This organization already has a cluster named {name!r}.")
 
 
-def create(*, session: Session, organization_id: uuid.UUID, name: str, capacity: Resources) -> Cluster:
+def create(
+    *, session: Session, organization_id: uuid.UUID, name: str, capacity: Resources, runtime: str = SIMULATED
+) -> Cluster:
     """A new cluster; 409 if the name is taken or the organization has MAX_CLUSTERS_PER_ORGANIZATION already."""
     # The organization's row lock serializes its concurrent creations, so the count below holds.
     session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True))
@@ -115,6 +119,7 @@ def create(*, session: Session, organization_id: uuid.UUID, name: str, capacity:
         cpu_capacity_millis=capacity.cpu_millis,
         ram_capacity_mb=capacity.ram_mb,
         gpu_capacity=capacity.gpu,
+        runtime=runtime,
     )
     session.add(cluster)
     try:
@@ -160,9 +165,23 @@ def update(
     cpu_millis: int | None = None,
     ram_mb: int | None = None,
     gpu: int | None = None,
+    runtime: str | None = None,
 ) -> Cluster:
-    """Rename and/or resize. Never below what is allocated (409); growing asks for a scheduling pass."""
+    """Rename, resize and/or change the runtime. Never below what is allocated (409), nor a new runtime while
+    a deployment runs (409: its run belongs to the old one); growing asks for a scheduling pass."""
     cluster = lock_cluster(session, cluster_id)
+    switched = runtime is not None and runtime != cluster.runtime
+    if switched:
+        running = session.scalar(
+            select(func.count()).where(Deployment.cluster_id == cluster_id, Deployment.status == Status.RUNNING.value)
+        )
+        if running:
+            session.rollback()
+            raise Conflict(
+                f"Cluster {cluster.name} has {running} running deployments: its runtime can change only while "
+                "none runs (cancel them, or wait for them to end)."
+            )
+        cluster.runtime = runtime
     if name is not None and name != cluster.name:
         if session.scalar(
             select(Cluster.id).where(Cluster.organization_id == cluster.organization_id, Cluster.name == name)
@@ -185,7 +204,8 @@ def update(
         session.rollback()
         raise Conflict(f"Cannot shrink cluster {cluster.name}: {'; '.join(too_small)}. Free resources first.")
     cluster.cpu_capacity_millis, cluster.ram_capacity_mb, cluster.gpu_capacity = new.as_tuple()
-    grown = any(more > was for more, was in zip(new.as_tuple(), old.as_tuple(), strict=True))
+    # A new runtime changes what may start (agent clusters admit only with a live agent): a pass too.
+    grown = switched or any(more > was for more, was in zip(new.as_tuple(), old.as_tuple(), strict=True))
     if grown:
         accounting.note_change(session, cluster.id)
     try:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
@@ -38,6 +39,24 @@ class Status(enum.StrEnum):
 
 
 STATUS_VALUES = tuple(status.value for status in Status)
+
+
+class RuntimeState(enum.StrEnum):
+    """Where the current run stands on an agent cluster (RUNTIME.md); kept as the last fact once it ended."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+class StopIntent(enum.StrEnum):
+    """Why a run is `stopping`: what its `stopped` report turns the deployment into."""
+
+    CANCEL = "cancel"
+    PREEMPT = "preempt"
+
+
+DEFAULT_GRACE_SECONDS = 30
 _STATUS_CHECK = "status IN (" + ", ".join(f"'{value}'" for value in STATUS_VALUES) + ")"
 
 
@@ -67,6 +86,22 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # argv for the run (null: the image's default) and variables added to its environment (not secrets).
+    command: Mapped[list[str] | None] = mapped_column(JSONB)
+    env: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default="{}")
+    grace_seconds: Mapped[int] = mapped_column(Integer, default=DEFAULT_GRACE_SECONDS, server_default="30")
+    # +1 at every start: names one run, the fencing token between the server and agents.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The current (or last) run on an agent cluster; null state: never started on one.
+    runtime_state: Mapped[str | None] = mapped_column(String(16))
+    runtime_agent: Mapped[str | None] = mapped_column(String(128))
+    runtime_container: Mapped[str | None] = mapped_column(String(255))
+    runtime_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    runtime_exit_code: Mapped[int | None] = mapped_column(Integer)
+    runtime_message: Mapped[str | None] = mapped_column(Text)
+    # While `stopping`: what the stop is for, and the reason the agent is told.
+    stop_intent: Mapped[str | None] = mapped_column(String(16))
+    stop_reason: Mapped[str | None] = mapped_column(Text)
     # Every status change is an UPDATE ... WHERE version = <what was read>: a stale writer changes nothing.
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
@@ -78,6 +113,12 @@ class Deployment(Base):
         CheckConstraint("cpu_millis >= 0 AND ram_mb >= 0 AND gpu >= 0", name="resources_non_negative"),
         CheckConstraint("attempts >= 0 AND preemptions >= 0", name="counters_non_negative"),
         CheckConstraint("run_seconds IS NULL OR run_seconds > 0", name="run_seconds_positive"),
+        CheckConstraint("grace_seconds BETWEEN 0 AND 3600", name="grace_seconds_range"),
+        CheckConstraint("generation >= 0", name="generation_non_negative"),
+        CheckConstraint(
+            "runtime_state IS NULL OR runtime_state IN ('pending', 'running', 'stopping')", name="runtime_state"
+        ),
+        CheckConstraint("stop_intent IS NULL OR stop_intent IN ('cancel', 'preempt')", name="stop_intent"),
         # Scheduling order within a cluster and status: priority high to low, then oldest first.
         Index("ix_deployments_scheduling_order", "cluster_id", "status", priority.desc(), "created_at", "id"),
         Index("ix_deployments_cluster_order", "cluster_id", priority.desc(), "created_at", "id"),
@@ -117,3 +158,15 @@ class DeploymentEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_deployment_events_deployment_id_id", "deployment_id", "id"),)
+
+
+class DeploymentLog(Base):
+    """The output of a deployment's latest run that an agent sent (at most its last 64 KiB)."""
+
+    __tablename__ = "deployment_logs"
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    logs: Mapped[str] = mapped_column(Text)
+    truncated: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -7,10 +7,11 @@ cluster where a queued deployment was waiting on this one.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
@@ -19,11 +20,18 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
-from shared.clusters.models import Cluster
+from shared.clusters.models import AGENT, Cluster
 from shared.config import get_settings
 from shared.db import array_literal
 from shared.deployments import transitions
-from shared.deployments.models import Deployment, DeploymentDependency, DeploymentEvent, Status
+from shared.deployments.models import (
+    DEFAULT_GRACE_SECONDS,
+    Deployment,
+    DeploymentDependency,
+    DeploymentEvent,
+    Status,
+    StopIntent,
+)
 from shared.errors import Conflict, Invalid, NotFound, QueueFull
 from shared.resources import Resources, describe
 from shared.scheduling.requests import request_pass
@@ -89,6 +97,9 @@ class Submission:
     depends_on: Sequence[uuid.UUID | str] = ()
     max_retries: int = 3
     run_seconds: float | None = None
+    command: Sequence[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
 
 
 BATCH_REFERENCE = re.compile(r"#(\d+)")
@@ -98,6 +109,11 @@ QUEUED_REASON = "Waiting for the scheduler's next pass."
 def _item_errors(cluster, index: int | None, submission: Submission, known: set[uuid.UUID]) -> dict[str, list[str]]:
     """What is wrong with one submission on this cluster: the same messages single or batched."""
     errors = _never_fits(submission.resources, cluster)
+    if submission.run_seconds is not None and cluster.runtime == AGENT:
+        errors["run_seconds"] = [
+            f"Cluster {cluster.name} runs deployments with an agent: a deployment ends when its process exits, "
+            "so run_seconds (a simulated duration) does not apply there."
+        ]
     most = get_settings().max_dependencies_per_deployment
     count = len(set(submission.depends_on))
     if count > most:
@@ -124,19 +140,27 @@ def _item_errors(cluster, index: int | None, submission: Submission, known: set[
 
 _INSERT_DEPLOYMENTS = text(
     "INSERT INTO deployments (id, organization_id, cluster_id, name, image, cpu_millis, ram_mb, gpu, priority, "
-    "status, reason, attempts, max_retries, preemptions, resumes_preempted, run_seconds, created_by, created_at, "
-    "version) "
+    "status, reason, attempts, max_retries, preemptions, resumes_preempted, run_seconds, command, env, "
+    "grace_seconds, created_by, created_at, version) "
     "SELECT v.id, :organization_id, :cluster_id, v.name, v.image, v.cpu_millis, v.ram_mb, v.gpu, v.priority, "
-    "'queued', :reason, 0, v.max_retries, 0, false, v.run_seconds, :created_by, "
+    "'queued', :reason, 0, v.max_retries, 0, false, v.run_seconds, CAST(v.command AS jsonb), CAST(v.env AS jsonb), "
+    "v.grace_seconds, :created_by, "
     # A batch keeps its order among equals in the scheduling order (priority, then age, then id).
     "now() + (v.n - 1) * interval '1 microsecond', 1 "
     "FROM unnest(CAST(:ids AS uuid[]), :names, :images, CAST(:cpu_millis AS bigint[]), CAST(:ram_mb AS bigint[]), "
     "CAST(:gpu AS bigint[]), CAST(:priorities AS int[]), CAST(:max_retries AS int[]), "
-    "CAST(:run_seconds AS float8[])) WITH ORDINALITY "
-    "AS v(id, name, image, cpu_millis, ram_mb, gpu, priority, max_retries, run_seconds, n) "
+    "CAST(:run_seconds AS float8[]), :commands, :envs, CAST(:grace_seconds AS int[])) WITH ORDINALITY "
+    "AS v(id, name, image, cpu_millis, ram_mb, gpu, priority, max_retries, run_seconds, command, env, "
+    "grace_seconds, n) "
     "ORDER BY v.n "
     "RETURNING id, created_at"
-).bindparams(bindparam("names", type_=ARRAY(TEXT)), bindparam("images", type_=ARRAY(TEXT)))
+).bindparams(
+    bindparam("names", type_=ARRAY(TEXT)),
+    bindparam("images", type_=ARRAY(TEXT)),
+    # JSON texts (None: SQL NULL, the image's own command), cast to jsonb per row.
+    bindparam("commands", type_=ARRAY(TEXT)),
+    bindparam("envs", type_=ARRAY(TEXT)),
+)
 
 _INSERT_DEPENDENCIES = text(
     "INSERT INTO deployment_dependencies (deployment_id, depends_on_id) "
@@ -209,6 +233,9 @@ def submit_many(
             "priorities": array_literal(s.priority for s in submissions),
             "max_retries": array_literal(s.max_retries for s in submissions),
             "run_seconds": array_literal("NULL" if s.run_seconds is None else repr(s.run_seconds) for s in submissions),
+            "commands": [None if s.command is None else json.dumps(list(s.command)) for s in submissions],
+            "envs": [json.dumps(dict(s.env)) for s in submissions],
+            "grace_seconds": array_literal(s.grace_seconds for s in submissions),
         },
     ).all()
     created_at = dict(created)
@@ -252,6 +279,11 @@ def submit_many(
             "max_retries": s.max_retries,
             "preemptions": 0,
             "run_seconds": s.run_seconds,
+            "command": None if s.command is None else list(s.command),
+            "env": dict(s.env),
+            "grace_seconds": s.grace_seconds,
+            "generation": 0,
+            "runtime": None,
             "created_by": actor_id,
             "created_at": created_at[deployment_id],
             "started_at": None,
@@ -274,13 +306,18 @@ def submit(
     depends_on: list[uuid.UUID] | None = None,
     max_retries: int = 3,
     run_seconds: float | None = None,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
 ) -> Deployment:
     """Store a queued deployment and ask for a pass (as `submit_many`), and return it as an object.
-    404 if the cluster does not exist; 422 if it could never fit or a dependency is unknown."""
+    404 if the cluster does not exist; 422 and 429 as `submit_many`."""
     cluster = session.get(Cluster, cluster_id)
     if cluster is None:
         raise NotFound("Cluster not found.")
-    submission = Submission(name, image, resources, priority, depends_on or (), max_retries, run_seconds)
+    submission = Submission(
+        name, image, resources, priority, depends_on or (), max_retries, run_seconds, command, env or {}, grace_seconds
+    )
     stored = submit_many(
         session=session,
         cluster=cluster,
@@ -364,19 +401,46 @@ def _act(
     return deployment
 
 
+def _by_users(cluster: Cluster, deployment: Deployment, action: str) -> None:
+    """On an agent cluster the process's exit decides how a run ends, not a user (409)."""
+    if cluster.runtime == AGENT:
+        raise Conflict(
+            f"Deployment {deployment.name} runs on agent cluster {cluster.name}: it ends when its process exits, "
+            f"so it cannot be {action} by hand. Cancel it to stop it."
+        )
+
+
 def complete(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
-    """Mark a running deployment completed and free its resources."""
-    return _act(session, deployment_id, lambda s, c, d: transitions.complete(s, c, d, actor))
+    """Mark a running deployment completed and free its resources (409 on an agent cluster)."""
+
+    def completing(s: Session, cluster: Cluster, deployment: Deployment) -> None:
+        _by_users(cluster, deployment, "completed")
+        transitions.complete(s, cluster, deployment, actor)
+
+    return _act(session, deployment_id, completing)
 
 
 def fail(*, session: Session, deployment_id: uuid.UUID, actor: str, reason: str | None = None) -> Deployment:
-    """Report a running deployment failed: it is retried while it has retries left."""
-    return _act(session, deployment_id, lambda s, c, d: transitions.fail(s, c, d, actor, reason))
+    """Report a running deployment failed: it is retried while it has retries left (409 on an agent cluster)."""
+
+    def failing(s: Session, cluster: Cluster, deployment: Deployment) -> None:
+        _by_users(cluster, deployment, "failed")
+        transitions.fail(s, cluster, deployment, actor, reason)
+
+    return _act(session, deployment_id, failing)
 
 
 def cancel(*, session: Session, deployment_id: uuid.UUID, actor: str) -> Deployment:
-    """Cancel a queued or running deployment (freeing its resources if it ran)."""
-    return _act(session, deployment_id, lambda s, c, d: transitions.cancel(s, c, d, actor))
+    """Cancel a queued or running deployment (freeing its resources if it ran). A running one on an agent
+    cluster is stopped first: it is `stopping` until the agent reports it stopped, then `cancelled`."""
+
+    def cancelling(s: Session, cluster: Cluster, deployment: Deployment) -> None:
+        if cluster.runtime == AGENT and deployment.status == Status.RUNNING.value:
+            transitions.request_stop(s, deployment, StopIntent.CANCEL, f"Cancelled by {actor}.", actor)
+        else:
+            transitions.cancel(s, cluster, deployment, actor)
+
+    return _act(session, deployment_id, cancelling)
 
 
 TIMER = "run_seconds timer"

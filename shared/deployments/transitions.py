@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from shared.clusters import accounting
-from shared.clusters.models import Cluster
+from shared.clusters.models import AGENT, Cluster
 from shared.db import array_literal
-from shared.deployments.models import Deployment, DeploymentEvent, Status
+from shared.deployments.models import Deployment, DeploymentEvent, RuntimeState, Status, StopIntent
 from shared.errors import Conflict
 from shared.resources import Resources
 from shared.timeutil import utcnow
@@ -92,6 +92,57 @@ def record(session: Session, deployment: Deployment, *, event: str, message: str
     )
 
 
+def request_stop(session: Session, deployment: Deployment, intent: StopIntent, reason: str, actor: str) -> bool:
+    """First phase of a stop on an agent cluster: mark the run `stopping` (status stays running, resources
+    stay allocated) so that the agent stops it; its `stopped` report ends it (`stopped`). False if it
+    already was stopping for that intent (nothing changed); a cancel overrides a preemption in progress."""
+    require_status(deployment, "stopped", Status.RUNNING)
+    if deployment.runtime_state == RuntimeState.STOPPING.value and deployment.stop_intent in (
+        intent.value,
+        StopIntent.CANCEL.value,
+    ):
+        return False
+    deployment.runtime_state = RuntimeState.STOPPING.value
+    deployment.stop_intent = intent.value
+    deployment.stop_reason = reason
+    record(session, deployment, event="stopping", message=f"Stopping: {reason}", actor=actor)
+    session.flush()
+    return True
+
+
+def stopped(session: Session, cluster: Cluster, deployment: Deployment, actor: str) -> None:
+    """Second phase: the agent reports a `stopping` run stopped; its resources are freed and it becomes what
+    the stop was for: cancelled, or queued again after a preemption (no attempt counted when it resumes)."""
+    require_status(deployment, "stopped", Status.RUNNING)
+    accounting.release(session, cluster, deployment.id)
+    reason = deployment.stop_reason or "Stopped."
+    if deployment.stop_intent == StopIntent.PREEMPT.value:
+        _change(
+            session,
+            deployment,
+            Status.QUEUED,
+            event="preempted",
+            message=f"{reason} Stopped by {actor}.",
+            actor=actor,
+            preemptions=deployment.preemptions + 1,
+            resumes_preempted=True,
+            reason=reason,
+            completes_at=None,
+        )
+        return
+    _change(
+        session,
+        deployment,
+        Status.CANCELLED,
+        event="cancelled",
+        message=f"{reason} Stopped by {actor}.",
+        actor=actor,
+        reason=reason,
+        finished_at=utcnow(),
+        completes_at=None,
+    )
+
+
 class Pending(Protocol):
     """What a set-based change reads of each deployment: a light row of the pass, or a Deployment."""
 
@@ -115,14 +166,28 @@ _EVENTS = text(
     bindparam("actor", type_=String),
 )
 
-_START = text(
-    "UPDATE deployments AS d SET status = 'running', version = d.version + 1, "
+_START_SET = (
+    "status = 'running', version = d.version + 1, generation = d.generation + 1, "
     "attempts = CASE WHEN d.resumes_preempted THEN d.attempts ELSE d.attempts + 1 END, "
     "resumes_preempted = false, reason = NULL, started_at = :now, "
-    "completes_at = :now + make_interval(secs => d.run_seconds) "
+)
+_START_WHERE = (
     "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[])) AS v(id, version) "
     "WHERE d.id = v.id AND d.version = v.version AND d.status = 'queued' "
     "RETURNING d.id"
+)
+_START = text(
+    "UPDATE deployments AS d SET "
+    + _START_SET
+    + "completes_at = :now + make_interval(secs => d.run_seconds) "
+    + _START_WHERE
+)
+# On an agent cluster a run ends when its process exits (no completes_at), and its runtime starts afresh:
+# `pending` until an agent reports it running.
+_START_ON_AGENT = text(
+    "UPDATE deployments AS d SET " + _START_SET + "completes_at = NULL, runtime_state = 'pending', "
+    "runtime_agent = NULL, runtime_container = NULL, runtime_started_at = NULL, runtime_exit_code = NULL, "
+    "runtime_message = NULL, stop_intent = NULL, stop_reason = NULL " + _START_WHERE
 )
 
 _FAIL_QUEUED = text(
@@ -170,7 +235,8 @@ def start_many(session: Session, cluster: Cluster, deployments: Sequence[Pending
         return
     accounting.allocate_many(session, cluster, [(d.id, Resources(d.cpu_millis, d.ram_mb, d.gpu)) for d in deployments])
     ids = [d.id for d in deployments]
-    _guarded(session, _START, {"ids": ids, "versions": [d.version for d in deployments], "now": utcnow()}, len(ids))
+    statement = _START_ON_AGENT if cluster.runtime == AGENT else _START
+    _guarded(session, statement, {"ids": ids, "versions": [d.version for d in deployments], "now": utcnow()}, len(ids))
     types, messages = [], []
     for d in deployments:
         # The guard above proved each row is as read, so its event can be worded from what was read.

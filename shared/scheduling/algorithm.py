@@ -21,11 +21,33 @@ The rules, in the order the pass applies them:
    (FIFO within a priority); lower priorities may still use the free room (backfill).
 
 Victims are not candidates of the pass that preempts them, so none can restart in it.
+
+Two-phase stop (clusters whose runtime is `agent`, RUNTIME.md): resources are free only once the process
+has stopped. Three optional inputs describe it; without them the pass is exactly the above.
+
+6. `stopping`: running deployments being stopped (preempted or cancelled; the victims named in
+   `nominations` count too). They hold their resources until they are gone from `running`, are never
+   chosen as victims again and are never reclaimable.
+7. `two_phase`: a candidate that needs victims does not start in this pass. The plan nominates it
+   (`Nomination`: mark the victims stopping; it stays queued) and it waits for its victims to stop.
+8. `nominations`: beneficiary id -> the victims it waits for. Victims gone from `running` (stopped, or
+   exited on their own) no longer count; a nominee with none left is an ordinary candidate, and one
+   that is no longer queued (cancelled) leaves only its victims' stops behind. While some still stop,
+   the nominee gets no new victims; when its turn comes it starts if it fits in the free room,
+   otherwise it waits ("waiting for 2 preempted deployments to stop") and keeps for itself, out of the
+   free room, what it needs beyond what those victims will free: candidates after it (lower
+   priorities, younger peers) cannot start in that room; those before it came first. If a higher
+   priority took part of the room meanwhile, it keeps what is left, and its reason says what it will
+   still lack; once its victims have stopped it is an ordinary candidate again and may preempt anew.
+   A nominee waits for resources, so younger candidates of its priority wait behind it (rule 5).
+9. `admissions_paused` (no live agent): nothing starts and nothing is preempted; every candidate waits
+   with that text as its reason (dependency waits and failures still apply).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from shared.resources import NAMES, Resources, describe
@@ -85,16 +107,32 @@ class Failure:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Nomination:
+    """Two-phase preemption: mark `victims` stopping for `deployment_id`, which stays queued until they stop.
+
+    The victims keep their resources meanwhile; the nominee's reason is in `Plan.waiting`.
+    """
+
+    deployment_id: str
+    victims: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Plan:
+    """What a pass does: starts (in order), new nominations, failures, and the reason of every other one."""
+
     starts: tuple[Start, ...] = ()
     failures: tuple[Failure, ...] = ()
     waiting: Mapping[str, str] = field(default_factory=dict)
+    nominations: tuple[Nomination, ...] = ()
 
     @property
     def preemptions(self) -> dict[str, str]:
-        """Victim id -> the id of the deployment it made room for."""
-        return {victim: start.deployment_id for start in self.starts for victim in start.victims}
+        """Victim id -> the id of the deployment it makes room for (started now, or nominated)."""
+        chosen = {victim: start.deployment_id for start in self.starts for victim in start.victims}
+        chosen.update((victim, n.deployment_id) for n in self.nominations for victim in n.victims)
+        return chosen
 
 
 class _Reclaimable:
@@ -127,14 +165,17 @@ class _Reclaimable:
 class _RunningSet:
     """The running deployments during a pass: free room, reclaimable room, and victims in preemption order."""
 
-    def __init__(self, capacity: Resources, running: Sequence[Running]) -> None:
+    def __init__(self, capacity: Resources, running: Sequence[Running], stopping: AbstractSet[str]) -> None:
         self.capacity = capacity
         self.free = capacity
         self.reclaimable = _Reclaimable()
         # Per priority, most recently started first: the order in which they are preempted.
         self.by_priority: dict[int, list[Running]] = {}
         for deployment in sorted(running, key=lambda r: (-r.started, r.id)):
-            self._add(deployment, newest=False)
+            if deployment.id in stopping:
+                self.free = self.free - deployment.request  # held until it has stopped; no one's victim
+            else:
+                self._add(deployment, newest=False)
         self._next_start = max((r.started for r in running), default=0) + 1
 
     def _add(self, deployment: Running, newest: bool) -> None:
@@ -202,6 +243,40 @@ class _RunningSet:
         for victim in victims:
             self._remove(victim)
 
+    def stop(self, victims: list[Running]) -> None:
+        """Two-phase: the victims start stopping. They keep their resources but are no longer reclaimable."""
+        for victim in victims:
+            self.reclaimable.add(victim.priority, victim.request, sign=-1)
+            self.by_priority[victim.priority].remove(victim)
+
+    def reserve(self, room: Resources) -> None:
+        """Keep `room` (within what is free) out of reach of the candidates after this one."""
+        self.free = self.free - _least(room, self.free)
+
+
+def _least(a: Resources, b: Resources) -> Resources:
+    return Resources(min(a.cpu_millis, b.cpu_millis), min(a.ram_mb, b.ram_mb), min(a.gpu, b.gpu))
+
+
+def _beyond(request: Resources, freed: Resources) -> Resources:
+    """What `request` needs beyond the room `freed` will give it, per resource."""
+    return Resources(
+        max(request.cpu_millis - freed.cpu_millis, 0),
+        max(request.ram_mb - freed.ram_mb, 0),
+        max(request.gpu - freed.gpu, 0),
+    )
+
+
+def _stop_wait(count: int) -> str:
+    return f"waiting for {count} preempted deployment{'s' if count != 1 else ''} to stop"
+
+
+def _short_after_stop(count: int, request: Resources, room: Resources) -> str:
+    parts = [
+        f"{describe(name, need)} with {describe(name, have)} free" for name, need, have in request.shortfalls(room)
+    ]
+    return f"{_stop_wait(count)}; even then it needs " + "; ".join(parts)
+
 
 def _lacking(request: Resources, free: Resources, reclaimable: Resources) -> str:
     parts = []
@@ -257,6 +332,11 @@ def plan_pass(
     running: Sequence[Running],
     queued: Sequence[Candidate],
     dependencies: Mapping[str, DependencyState] | None = None,
+    *,
+    stopping: Collection[str] = (),
+    nominations: Mapping[str, Collection[str]] | None = None,
+    two_phase: bool = False,
+    admissions_paused: str | None = None,
 ) -> Plan:
     """The plan of one pass over a cluster (see the module docstring for the rules)."""
     dependencies = dependencies or {}
@@ -282,14 +362,24 @@ def plan_pass(
         candidates.append(candidate)
     failures.sort(key=lambda f: f.deployment_id)
     candidates.sort(key=lambda c: (-c.priority, c.created, c.id))
+    if admissions_paused is not None:
+        waiting.update((candidate.id, admissions_paused) for candidate in candidates)
+        return Plan(failures=tuple(failures), waiting=waiting)
 
-    cluster = _RunningSet(capacity, running)
+    nominations = nominations or {}
+    nominated = _live_nominations(running, candidates, nominations)
+    stopping_ids = set(stopping).union(*nominations.values())  # a nomination's victims stop, whoever waits
+    by_id = {r.id: r for r in running} if nominated else {}
+    cluster = _RunningSet(capacity, running, stopping_ids)
     blocked_by: dict[int, Candidate] = {}  # priority -> the oldest candidate of it waiting for resources
     starts = []
+    new_nominations = []
     for candidate in candidates:
         head = blocked_by.get(candidate.priority)
         if head is not None:
             waiting[candidate.id] = f"waiting behind {head.name} (same priority, older)"
+            if nominated and candidate.id in nominated:  # its victims stop for it all the same: keep its room
+                cluster.reserve(_beyond(candidate.request, _total(by_id, nominated[candidate.id])))
             continue
         request = candidate.request
         if request.fits_in(cluster.free):
@@ -299,13 +389,54 @@ def plan_pass(
         if not request.fits_in(capacity):
             waiting[candidate.id] = _too_big(request, capacity)
             continue
+        if nominated and candidate.id in nominated:
+            victim_ids = nominated[candidate.id]
+            freed = _total(by_id, victim_ids)
+            if request.fits_in(cluster.free + freed):
+                waiting[candidate.id] = _stop_wait(len(victim_ids))
+            else:
+                waiting[candidate.id] = _short_after_stop(len(victim_ids), request, cluster.free + freed)
+            cluster.reserve(_beyond(request, freed))
+            blocked_by[candidate.priority] = candidate
+            continue
         reclaimable = cluster.reclaimable.below(candidate.priority)
         if request.fits_in(cluster.free + reclaimable):
             victims = cluster.victims_for(candidate)
+            if two_phase:
+                cluster.stop(victims)
+                cluster.reserve(_beyond(request, sum((v.request for v in victims), Resources())))
+                new_nominations.append(Nomination(candidate.id, tuple(v.id for v in victims)))
+                waiting[candidate.id] = _stop_wait(len(victims))
+                blocked_by[candidate.priority] = candidate
+                continue
             cluster.preempt(victims)
             cluster.start(candidate)
             starts.append(Start(candidate.id, tuple(v.id for v in victims)))
             continue
         waiting[candidate.id] = _lacking(request, cluster.free, reclaimable)
         blocked_by[candidate.priority] = candidate
-    return Plan(starts=tuple(starts), failures=tuple(failures), waiting=waiting)
+    return Plan(starts=tuple(starts), failures=tuple(failures), waiting=waiting, nominations=tuple(new_nominations))
+
+
+def _live_nominations(
+    running: Sequence[Running], candidates: Sequence[Candidate], nominations: Mapping[str, Collection[str]]
+) -> dict[str, tuple[str, ...]]:
+    """Candidate id -> its victims still running, for the candidates still waiting for some.
+
+    A victim counts for one nominee only (the first in candidate order), so no room is counted twice.
+    """
+    if not nominations:
+        return {}
+    running_ids = {r.id for r in running}
+    claimed: set[str] = set()
+    live = {}
+    for candidate in [c for c in candidates if c.id in nominations]:
+        victims = tuple(sorted(v for v in nominations[candidate.id] if v in running_ids and v not in claimed))
+        if victims:
+            claimed.update(victims)
+            live[candidate.id] = victims
+    return live
+
+
+def _total(by_id: Mapping[str, Running], ids: Sequence[str]) -> Resources:
+    return sum((by_id[i].request for i in ids), Resources())

@@ -23,7 +23,8 @@ ROLE_RANK = {"viewer": 0, "developer": 1, "admin": 2}
 
 @dataclass(frozen=True)
 class Expect:
-    """Who may call a route: 'public', 'user', 'refresh' or a minimum role; and what success looks like."""
+    """Who may call a route: 'public', 'user', 'refresh', 'agent' (a cluster's agent token) or a minimum role;
+    and what success looks like."""
 
     who: str
     success: tuple[int, ...]
@@ -70,6 +71,12 @@ EXPECTED = {
     ("POST", "/api/v1/deployments/<uuid:deployment_id>/complete"): Expect("developer", (200,)),
     ("POST", "/api/v1/deployments/<uuid:deployment_id>/fail"): Expect("developer", (200,), "failure"),
     ("POST", "/api/v1/deployments/<uuid:deployment_id>/cancel"): Expect("developer", (200,)),
+    ("GET", "/api/v1/deployments/<uuid:deployment_id>/logs"): Expect("viewer", (200,)),
+    ("POST", "/api/v1/clusters/<uuid:cluster_id>/agent-tokens"): Expect("admin", (201,), "agent_token"),
+    ("GET", "/api/v1/clusters/<uuid:cluster_id>/agent-tokens"): Expect("admin", (200,)),
+    ("DELETE", "/api/v1/clusters/<uuid:cluster_id>/agent-tokens/<uuid:token_id>"): Expect("admin", (204,)),
+    # RUNTIME.md: an agent token, of any cluster, acts on its own cluster; nothing else may call it.
+    ("POST", "/api/v1/agent/sync"): Expect("agent", (200,), "sync"),
 }
 
 IDENTITIES = [
@@ -82,6 +89,8 @@ IDENTITIES = [
     "other-viewer",
     "other-developer",
     "other-admin",
+    "agent",  # an agent token of the organization's agent cluster
+    "other-agent",  # ... of the other organization's
 ]
 TARGETS = ["own", "other", "missing"]
 
@@ -102,6 +111,7 @@ def test_every_route_is_in_the_matrix(app):
 
 class Org:
     def __init__(self, auth, session, fleet, name):
+        from shared.agents import service as agents
         from shared.organizations import service as organizations
 
         self.organization, self.admin = auth.org(name)
@@ -114,6 +124,13 @@ class Org:
         )
         self.cluster = fleet.cluster(self.organization, name="main")
         self.deployment = fleet.start(fleet.deployment(self.cluster, self.admin, gpu=1))
+        self.agent_token_row, _ = agents.create_token(
+            session=session, cluster_id=self.cluster.id, name="spare", actor_id=self.admin.id
+        )
+        agent_cluster = fleet.cluster(self.organization, name="agents", runtime="agent")
+        _, self.agent_token = agents.create_token(
+            session=session, cluster_id=agent_cluster.id, name="host", actor_id=self.admin.id
+        )
 
 
 class World:
@@ -139,7 +156,8 @@ class World:
             token = tokens[identity]
         else:
             org = self.theirs if identity.startswith("other-") else self.mine
-            token = getattr(org, identity.removeprefix("other-")).access_token
+            role = identity.removeprefix("other-")
+            token = org.agent_token if role == "agent" else getattr(org, role).access_token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def path(self, rule, target):
@@ -150,6 +168,7 @@ class World:
             "<string:code>": org.invite.code if org else "no-such-code",
             "<uuid:cluster_id>": str(org.cluster.id) if org else str(uuid.uuid4()),
             "<uuid:deployment_id>": str(org.deployment.id) if org else str(uuid.uuid4()),
+            "<uuid:token_id>": str(org.agent_token_row.id) if org else str(uuid.uuid4()),
         }
         for placeholder, value in values.items():
             rule = rule.replace(placeholder, value)
@@ -188,6 +207,8 @@ class World:
                 ]
             },
             "failure": {"reason": "out of memory"},
+            "agent_token": {"name": "rack-2"},
+            "sync": {"agent": {"name": "host-1", "driver": "process", "version": "0.1.0"}, "deployments": []},
         }[name]
 
 
@@ -204,8 +225,10 @@ def _snapshot(session) -> dict:
 def _expected_status(expect: Expect, identity: str, target: str | None) -> int | tuple[int, ...]:
     if expect.who == "public":
         return expect.success
-    if identity in ("anonymous", "expired", "revoked") or expect.who == "refresh":
-        return 401  # (the matrix's callers hold access tokens: a refresh route refuses them all)
+    if expect.who == "agent":
+        return expect.success if identity.endswith("agent") else 401
+    if identity in ("anonymous", "expired", "revoked", "agent", "other-agent") or expect.who == "refresh":
+        return 401  # (the matrix's callers hold access or agent tokens: a refresh route refuses them all)
     if expect.who == "user":
         return expect.success
     if target == "missing":

@@ -17,6 +17,12 @@ def world(auth, fleet):
     organization, admin = auth.org()
     cluster = fleet.cluster(organization)
     deployment = fleet.start(fleet.deployment(cluster, admin))
+    from shared.agents import service as agents
+
+    agent_cluster = fleet.cluster(organization, name="agents", runtime="agent")
+    _, admin.agent_token = agents.create_token(
+        session=fleet.session, cluster_id=agent_cluster.id, name="host", actor_id=admin.id
+    )
     values = {
         "org_id": organization.id,
         "cluster_id": cluster.id,
@@ -45,6 +51,13 @@ def operations(client, predicate):
 
 def fill(path, values):
     return re.sub(r"\{(\w+)\}", lambda match: str(values[match.group(1)]), path)
+
+
+def credentials(admin, operation):
+    """The admin's token, or the agent token of their agent cluster for the agents' routes."""
+    if any("agentToken" in scheme for scheme in operation.get("security", [])):
+        return {"Authorization": f"Bearer {admin.agent_token}"}
+    return admin.headers
 
 
 def takes_a_body(operation):
@@ -78,13 +91,13 @@ HOSTILE_BODIES = {
 def test_a_hostile_json_body_is_a_400_on_every_route_that_takes_a_body(client, world, caplog, hostile):
     admin, values = world
     _, found = operations(client, takes_a_body)
-    for method, path, _ in found:
+    for method, path, operation in found:
         response = client.open(
             fill(path, values),
             method=method,
             data=HOSTILE_BODIES[hostile],
             content_type="application/json",
-            headers=admin.headers,
+            headers=credentials(admin, operation),
         )
         body = assert_error(response, 400)
         assert body["message"] != "The request body is not valid JSON.", (method, path)
@@ -113,7 +126,7 @@ def test_a_form_body_is_415_asking_for_json_on_every_route_that_takes_a_body(cli
             fill(path, values),
             method=method,
             data={"name": "research"},
-            headers=admin.headers,
+            headers=credentials(admin, operation),
         )
         body = assert_error(response, 415)
         assert body["message"] == "Send the body as JSON (Content-Type: application/json).", (method, path)
@@ -125,7 +138,7 @@ def test_a_missing_body_says_so_where_required_and_is_fine_where_optional(client
     admin, values = world
     _, found = operations(client, takes_a_body)
     for method, path, operation in found:
-        response = client.open(fill(path, values), method=method, headers=admin.headers)
+        response = client.open(fill(path, values), method=method, headers=credentials(admin, operation))
         if operation["requestBody"].get("required"):
             body = assert_error(response, 422)
             assert body["message"] == "This request needs a JSON body (Content-Type: application/json).", path
@@ -145,7 +158,9 @@ def test_a_nul_in_any_string_field_is_a_422_naming_the_field(client, world, capl
     tried = 0
     for method, path, operation in found:
         for field in _string_fields(spec, operation):
-            response = client.open(fill(path, values), method=method, json={field: "a\x00b"}, headers=admin.headers)
+            response = client.open(
+                fill(path, values), method=method, json={field: "a\x00b"}, headers=credentials(admin, operation)
+            )
             body = assert_error(response, 422)
             assert body["errors"]["json"] == {field: ["Must not contain NUL characters."]}, (method, path)
             tried += 1

@@ -39,7 +39,16 @@ def world(app, servers, password_hash):
         cluster = fleet.cluster(organization, name="fuzz", cpu=64, ram_gb=256, gpu=8)
         roomy = fleet.cluster(organization, name="roomy", cpu=MAX_CPU, ram_gb=MAX_RAM_GB, gpu=MAX_GPU)
         deployment = fleet.start(fleet.deployment(cluster, admin))
+        from shared.agents import service as agents
+
+        token_row, _ = agents.create_token(session=session, cluster_id=cluster.id, name="fuzzed", actor_id=admin.id)
+        agent_cluster = fleet.cluster(organization, name="agents", runtime="agent")
+        _, agent_token = agents.create_token(
+            session=session, cluster_id=agent_cluster.id, name="host", actor_id=admin.id
+        )
         return {
+            "token_id": token_row.id,
+            "agent_token": agent_token,
             "admin": admin,
             "org_id": organization.id,
             "cluster_id": cluster.id,
@@ -50,6 +59,7 @@ def world(app, servers, password_hash):
 
 
 SUBMIT = "POST /api/v1/clusters/{cluster_id}/deployments"
+SYNC = "POST /api/v1/agent/sync"
 BATCH = "POST /api/v1/clusters/{cluster_id}/deployments/batch"
 CASES_RUN = []
 
@@ -102,21 +112,28 @@ def test_every_operation_survives_generated_input(case, app, world):
 
     # Aim valid cases at real objects (random ids would only ever meet 404s); leave invalid ones alone.
     if case.path_parameters and positive("path"):
-        for name in ("org_id", "cluster_id", "deployment_id", "user_id"):
+        for name in ("org_id", "cluster_id", "deployment_id", "user_id", "token_id"):
             if name in case.path_parameters:
                 case.path_parameters[name] = str(world[name])
         if case.operation.label in (SUBMIT, BATCH):
             case.path_parameters["cluster_id"] = str(world["roomy_cluster_id"])
     if positive("body") and isinstance(case.body, dict):
-        # Valid data may depend only on deployments that exist (in a batch, also on earlier items), a rule no
-        # schema can state.
+        # Rules no schema can state: valid data may depend only on deployments that exist (in a batch, also on
+        # earlier items); variable names have a pattern OpenAPI 3.0 cannot state for an object's keys, and all
+        # of them together a size limit (32 KiB).
         submissions = case.body.get("deployments") if case.operation.label == BATCH else [case.body]
         for submission in submissions if isinstance(submissions, list) else ():
-            if isinstance(submission, dict) and submission.get("depends_on"):
+            if not isinstance(submission, dict):
+                continue
+            if submission.get("depends_on"):
                 submission["depends_on"] = [str(world["deployment_id"])]
+            if isinstance(submission.get("env"), dict):
+                submission["env"] = {f"V{i}": value[:256] for i, value in enumerate(submission["env"].values())}
     headers = None
     if positive("header"):
         # A fresh session per case: a generated logout (or logout-all) ends only sessions started before it.
         headers = {"Authorization": f"Bearer {_fresh_token(app, world['user_id'])}"}
+        if case.operation.label == SYNC:
+            headers = {"Authorization": f"Bearer {world['agent_token']}"}
     CASES_RUN.append((case.operation.label, case.meta.generation.mode if case.meta else None))
     case.call_and_validate(headers=headers, checks=CHECKS)

@@ -1,7 +1,9 @@
 """The scheduler's rules (SCHEDULING.md), one case each, against the pure algorithm."""
 
+import pytest
+
 from shared.resources import Resources
-from shared.scheduling.algorithm import Candidate, DependencyState, Running, plan_pass
+from shared.scheduling.algorithm import Candidate, DependencyState, Nomination, Running, Start, plan_pass
 
 
 def res(cpu=0, ram_gb=0, gpu=0):
@@ -214,3 +216,244 @@ def test_ties_are_broken_by_id_so_the_plan_is_deterministic():
     plan = plan_pass(res(gpu=2), [], jobs)
     assert started(plan) == ["a", "b"]
     assert plan_pass(res(gpu=2), [], list(reversed(jobs))) == plan
+
+
+# Two-phase stop on agent clusters (RUNTIME.md): resources are free only once the process has stopped.
+
+PAUSED = "no live agent on this cluster since 12:00: nothing starts until one syncs"
+
+
+def agent_pass(capacity, running_now, waiting, dependencies=None, stopping=(), nominations=None, **options):
+    return plan_pass(
+        capacity,
+        running_now,
+        waiting,
+        dependencies,
+        stopping=stopping,
+        nominations=nominations,
+        two_phase=True,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    ("two_phase", "starts", "nominations"),
+    [
+        (False, [Start("high", ("low",))], ()),
+        (True, [], (Nomination("high", ("low",)),)),
+    ],
+    ids=["simulated-preempts-and-starts-at-once", "agent-nominates-and-the-victims-stop-first"],
+)
+def test_on_an_agent_cluster_preemption_nominates_instead_of_starting(two_phase, starts, nominations):
+    plan = plan_pass(res(gpu=2), [running("low", 100, 1, gpu=2)], [queued("high", 900, gpu=2)], two_phase=two_phase)
+    assert list(plan.starts) == starts
+    assert plan.nominations == nominations
+    assert plan.preemptions == {"low": "high"}
+    if two_phase:
+        assert plan.waiting["high"] == "waiting for 1 preempted deployment to stop"
+
+
+@pytest.mark.parametrize("two_phase", [False, True], ids=["simulated", "agent"])
+def test_a_stopping_deployment_holds_its_resources_until_it_has_stopped(two_phase):
+    plan = plan_pass(
+        res(gpu=2),
+        [running("cancelled", 500, 1, gpu=2)],
+        [queued("next", 100, gpu=1)],
+        stopping={"cancelled"},
+        two_phase=two_phase,
+    )
+    assert started(plan) == []
+    assert plan.waiting["next"] == "needs 1 GPU; 0 GPU free, none reclaimable from lower priorities"
+
+
+def test_a_stopping_deployment_is_never_a_victim_again_nor_counted_reclaimable():
+    plan = agent_pass(
+        res(gpu=3),
+        [running("stopping", 100, 2, gpu=2), running("low", 100, 1, gpu=1)],
+        [queued("high", 900, gpu=2)],
+        stopping={"stopping"},
+    )
+    assert plan.preemptions == {}
+    assert plan.waiting["high"] == "needs 2 GPU; 0 GPU free, 1 GPU more reclaimable from lower priorities"
+
+
+def test_a_nominee_gets_no_new_victims_while_its_victims_stop():
+    # "high" needs 3 GPU; its one victim frees 1 and 1 is free: "spare" could make up the rest, but is not taken.
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=1), running("spare", 100, 2, gpu=2)],
+        [queued("high", 900, gpu=3)],
+        stopping={"victim"},
+        nominations={"high": ["victim"]},
+    )
+    assert plan.preemptions == {} and started(plan) == []
+    assert (
+        plan.waiting["high"] == "waiting for 1 preempted deployment to stop; even then it needs 3 GPU with 2 GPU free"
+    )
+
+
+@pytest.mark.parametrize(
+    ("lower_request", "starts"),
+    [(2, False), (1, True)],
+    ids=["not-in-the-kept-room", "only-in-what-is-left"],
+)
+def test_the_room_a_nominee_needs_beyond_its_victims_is_kept_from_lower_priorities(lower_request, starts):
+    # 2 GPU free; "high" needs 3, its stopping victim frees 2: 1 of the free GPUs is kept for it.
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("high", 900, 1, gpu=3), queued("filler", 100, 2, gpu=lower_request)],
+        stopping={"victim"},
+        nominations={"high": ["victim"]},
+    )
+    assert plan.waiting["high"] == "waiting for 1 preempted deployment to stop"
+    assert started(plan) == (["filler"] if starts else [])
+
+
+def test_the_room_of_a_new_nomination_is_kept_in_the_same_pass():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("peer", 500, 1, gpu=1), running("victim", 100, 2, gpu=2)],
+        [queued("high", 900, 1, gpu=3), queued("filler", 100, 2, gpu=1)],
+    )
+    assert plan.nominations == (Nomination("high", ("victim",)),)
+    assert started(plan) == [] and plan.waiting["filler"].startswith("needs 1 GPU; 0 GPU free")
+
+
+def test_a_higher_priority_takes_free_room_before_a_nominee():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("high", 900, 1, gpu=3), queued("urgent", 1000, 2, gpu=2)],
+        stopping={"victim"},
+        nominations={"high": ["victim"]},
+    )
+    assert started(plan) == ["urgent"]
+    assert (
+        plan.waiting["high"] == "waiting for 1 preempted deployment to stop; even then it needs 3 GPU with 2 GPU free"
+    )
+
+
+def test_a_nominee_starts_in_the_pass_after_its_victims_stopped():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("other", 500, 1, gpu=1)],
+        [queued("high", 900, 1, gpu=3), queued("filler", 100, 2, gpu=1)],
+        nominations={"high": ["victim"]},  # "victim" is gone from running: it stopped
+    )
+    assert started(plan) == ["high"]
+    assert "filler" in plan.waiting
+
+
+def test_a_nominee_that_fits_already_does_not_wait_for_its_victims():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("high", 900, gpu=2)],
+        stopping={"victim"},
+        nominations={"high": ["victim"]},
+    )
+    assert started(plan) == ["high"]
+
+
+def test_a_nominee_whose_victims_stopped_but_whose_room_was_taken_may_preempt_anew():
+    # Its victim stopped, but "urgent" took the room meanwhile: "high" is an ordinary candidate again.
+    plan = agent_pass(
+        res(gpu=4),
+        [running("urgent", 1000, 3, gpu=2), running("low", 100, 2, gpu=2)],
+        [queued("high", 900, 1, gpu=2)],
+        nominations={"high": ["victim"]},
+    )
+    assert plan.nominations == (Nomination("high", ("low",)),)
+
+
+def test_a_cancelled_nominee_keeps_no_room_and_its_victims_still_hold_theirs():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("filler", 100, 2, gpu=2), queued("too-much", 100, 3, gpu=1)],
+        stopping={"victim"},
+        nominations={"cancelled": ["victim"]},  # "cancelled" is no longer queued
+    )
+    assert started(plan) == ["filler"]
+    assert "too-much" in plan.waiting
+
+
+def test_a_victim_that_exited_on_its_own_no_longer_counts():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("high", 900, gpu=4)],
+        stopping={"victim"},
+        nominations={"high": ["victim", "exited"]},
+    )
+    assert plan.waiting["high"] == "waiting for 1 preempted deployment to stop"
+
+
+def test_younger_deployments_of_the_same_priority_wait_behind_a_nominee():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("high", 900, 1, gpu=3), queued("younger", 900, 2, gpu=1)],
+        stopping={"victim"},
+        nominations={"high": ["victim"]},
+    )
+    assert started(plan) == []
+    assert plan.waiting["younger"] == "waiting behind high (same priority, older)"
+
+
+def test_a_nominee_behind_an_older_peer_still_keeps_its_room():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("peer", 900, 1, gpu=1), running("victim", 100, 2, gpu=1)],
+        [queued("older", 900, 1, gpu=4), queued("nominee", 900, 2, gpu=3), queued("filler", 100, 3, gpu=2)],
+        stopping={"victim"},
+        nominations={"nominee": ["victim"]},
+    )
+    assert started(plan) == [] and "filler" in plan.waiting
+    assert plan.waiting["nominee"] == "waiting behind older (same priority, older)"
+
+
+def test_a_victim_counts_for_one_nominee_only():
+    plan = agent_pass(
+        res(gpu=4),
+        [running("victim", 100, 1, gpu=2)],
+        [queued("first", 900, 1, gpu=3), queued("second", 500, 2, gpu=3)],
+        stopping={"victim"},
+        nominations={"first": ["victim"], "second": ["victim"]},
+    )
+    assert plan.waiting["first"] == "waiting for 1 preempted deployment to stop"
+    assert plan.waiting["second"].startswith("needs 3 GPU")
+
+
+@pytest.mark.parametrize("two_phase", [False, True], ids=["simulated", "agent"])
+def test_nothing_starts_and_nothing_is_preempted_while_admissions_are_paused(two_phase):
+    dependencies = {"prep": DependencyState("prep", "running"), "bad": DependencyState("bad", "failed")}
+    plan = plan_pass(
+        res(gpu=4),
+        [running("low", 100, 1, gpu=4)],
+        [
+            queued("fits", 100, gpu=0),
+            queued("would-preempt", 900, gpu=2),
+            queued("after-prep", depends_on=["prep"]),
+            queued("after-bad", depends_on=["bad"]),
+        ],
+        dependencies,
+        two_phase=two_phase,
+        admissions_paused=PAUSED,
+    )
+    assert plan.starts == () and plan.nominations == () and plan.preemptions == {}
+    assert plan.waiting == {
+        "fits": PAUSED,
+        "would-preempt": PAUSED,
+        "after-prep": "waiting for dependency prep (running)",
+    }
+    assert [f.deployment_id for f in plan.failures] == ["after-bad"]
+
+
+def test_the_victims_of_a_cancelled_nominee_are_still_stopping_and_never_victims_again():
+    plan = agent_pass(
+        res(gpu=2), [running("victim", 100, 1, gpu=2)], [queued("high", 900, gpu=2)], nominations={"gone": ["victim"]}
+    )
+    assert plan.preemptions == {}
+    assert plan.waiting["high"] == "needs 2 GPU; 0 GPU free, none reclaimable from lower priorities"

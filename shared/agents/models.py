@@ -1,0 +1,43 @@
+"""Agent tokens and the lease of the agent that holds a cluster."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+
+
+class AgentToken(Base):
+    """A credential for the agents of one cluster: only its SHA-256 is stored; revoking deletes the row."""
+
+    __tablename__ = "agent_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # sha256 hex of the token: the token has 256 random bits, so a fast hash is enough (nothing to guess).
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ClusterAgent(Base):
+    """The agent holding a cluster: the lease is its last sync plus AGENT_LEASE_SECONDS.
+
+    A row of its own, locked by each sync, so that a sync that changes no deployment never waits for the
+    cluster row a pass holds.
+    """
+
+    __tablename__ = "cluster_agents"
+
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True)
+    token_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agent_tokens.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(128))
+    driver: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
