@@ -55,12 +55,17 @@ def reconcile(desired: SyncResponse, actual: list[Observed], reported_without_ru
     wanted = {item.key: item for item in desired.run}
     to_stop = {item.key: item for item in desired.stop}
     listed = wanted.keys() | to_stop.keys()
+    # Deployments of which some run here has not ended yet (any generation): a newer generation waits for it.
+    alive = {run.key[0] for run in actual if not run.finished}
 
     for key, item in wanted.items():
         if key in have or key in reported_without_run or key in to_stop:
             continue
         if item.state == "pending":
-            plan.start.append(item)
+            # The older run is stopped below (it is in neither list); the new one starts at a later sync, once
+            # it has ended, so that a deployment never has two live runs at once on this agent.
+            if key[0] not in alive:
+                plan.start.append(item)
         else:
             plan.lost.append(key)
 

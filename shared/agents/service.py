@@ -192,6 +192,65 @@ def fence_seconds(largest_grace: int) -> int:
     return max(1, settings.agent_lost_seconds - largest_grace - slack)
 
 
+LOST_ACTOR = "reconciler"
+
+
+def requeue_lost(session: Session, cluster_id: uuid.UUID) -> int:
+    """If the cluster's agent has been silent for AGENT_LOST_SECONDS, end what it was running (RUNTIME.md,
+    "Liveness and lost agents") and return how many deployments that was; 0 (and nothing changed) if it
+    synced meanwhile or ran nothing.
+
+    A run is requeued with its resources freed and no attempt counted (it starts as a new generation); one
+    stopping for a cancel ends cancelled, one stopping for a preemption is requeued as preempted. The agent
+    fenced its runs before this threshold (fence_seconds), and a returning one stops what is no longer listed.
+    The holder row is locked first, so a sync that renews the lease meanwhile waits, then finds them requeued.
+    """
+    threshold = utcnow() - timedelta(seconds=get_settings().agent_lost_seconds)
+    holder = session.scalar(
+        select(ClusterAgent)
+        .where(ClusterAgent.cluster_id == cluster_id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    if holder is None or holder.last_seen_at >= threshold:
+        session.rollback()
+        return 0
+    cluster = lock_cluster(session, cluster_id)
+    running = list(
+        session.scalars(
+            select(Deployment)
+            .where(Deployment.cluster_id == cluster_id, Deployment.status == Status.RUNNING.value)
+            .order_by(Deployment.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+    if not running:
+        session.rollback()
+        return 0
+    actor = LOST_ACTOR
+    for deployment in running:
+        if deployment.runtime_state == RuntimeState.STOPPING.value:
+            transitions.stopped(session, cluster, deployment, f"{actor} (agent {holder.name} lost)")
+        else:
+            transitions.lost(session, cluster, deployment, holder.name, actor)
+    requeued = sum(d.status == Status.QUEUED.value for d in running)
+    session.add(
+        ClusterEvent(
+            cluster_id=cluster_id,
+            type="agent_lost",
+            message=(
+                f"Agent {holder.name} silent since {_clock(holder.last_seen_at)}: lost. {len(running)} running "
+                f"deployment(s) ended with it: {requeued} requeued, {len(running) - requeued} cancelled."
+            ),
+            actor=actor,
+        )
+    )
+    accounting.note_change(session, cluster_id, requeued)
+    session.commit()
+    request_pass(cluster_id, lambda: highest_waiting_priority(session, cluster_id))
+    return len(running)
+
+
 # Sync --------------------------------------------------------------------------------------------------------
 
 
@@ -227,14 +286,18 @@ def sync(*, session: Session, token: AgentToken, agent: AgentInfo, reports: list
             f"Cluster {cluster.name}'s runtime is simulated: nothing for an agent to run. An admin sets "
             '`"runtime": "agent"` on the cluster (PATCH) for agents to run its deployments.'
         )
-    _hold_lease(session, cluster, token, agent)
-    if _apply(session, cluster.id, agent, reports):
-        request_pass(cluster.id, highest_waiting_priority(session, cluster.id))
+    live_again = _hold_lease(session, cluster, token, agent)
+    ended = _apply(session, cluster.id, agent, reports)
+    # A cluster that just got a live agent back may start what waited for one: passes that ran meanwhile
+    # started nothing and left no change unseen, so nothing else would ask for a pass.
+    if live_again or ended:
+        request_pass(cluster.id, lambda: highest_waiting_priority(session, cluster.id))
     return _desired(session, cluster)
 
 
-def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: AgentInfo) -> None:
-    """Take the cluster's lease (free, lapsed, or ours already) and renew it; LeaseHeld if another agent has it."""
+def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: AgentInfo) -> bool:
+    """Take the cluster's lease (free, lapsed, or ours already) and renew it; LeaseHeld if another agent has it.
+    True if the cluster had no live agent until now (admissions resume)."""
     now = utcnow()
     lease = timedelta(seconds=get_settings().agent_lease_seconds)
     fields = {"token_id": token.id, "name": agent.name, "driver": agent.driver, "version": agent.version}
@@ -247,7 +310,7 @@ def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: Ag
     if created is not None:
         _cluster_event(session, cluster, "agent_took_over", f"Agent {agent.name} holds the cluster.", agent.name)
         session.commit()
-        return
+        return True
     holder = session.scalar(
         select(ClusterAgent)
         .where(ClusterAgent.cluster_id == cluster.id)
@@ -276,6 +339,7 @@ def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: Ag
         setattr(holder, name, value)
     holder.last_seen_at = now
     session.commit()
+    return now >= until
 
 
 def _cluster_event(session: Session, cluster: Cluster, kind: str, message: str, agent_name: str) -> None:

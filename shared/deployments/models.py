@@ -102,6 +102,9 @@ class Deployment(Base):
     # While `stopping`: what the stop is for, and the reason the agent is told.
     stop_intent: Mapped[str | None] = mapped_column(String(16))
     stop_reason: Mapped[str | None] = mapped_column(Text)
+    # A preempted run that is stopping: the queued deployment its room is kept for (the pass's nominations).
+    # No foreign key: both go together with their cluster, and a pass reads it only beside a running victim.
+    stop_for: Mapped[uuid.UUID | None] = mapped_column()
     # Every status change is an UPDATE ... WHERE version = <what was read>: a stale writer changes nothing.
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 

@@ -92,10 +92,21 @@ def record(session: Session, deployment: Deployment, *, event: str, message: str
     )
 
 
-def request_stop(session: Session, deployment: Deployment, intent: StopIntent, reason: str, actor: str) -> bool:
+def request_stop(
+    session: Session,
+    deployment: Deployment,
+    intent: StopIntent,
+    reason: str,
+    actor: str,
+    stop_for: uuid.UUID | str | None = None,
+) -> bool:
     """First phase of a stop on an agent cluster: mark the run `stopping` (status stays running, resources
     stay allocated) so that the agent stops it; its `stopped` report ends it (`stopped`). False if it
-    already was stopping for that intent (nothing changed); a cancel overrides a preemption in progress."""
+    already was stopping for that intent (nothing changed); a cancel overrides a preemption in progress.
+
+    `stop_for`: the queued deployment a preemption makes room for (the pass keeps the room for it). A cancel
+    that overrides a preemption keeps it: the room still goes to that deployment once the run has stopped.
+    """
     require_status(deployment, "stopped", Status.RUNNING)
     if deployment.runtime_state == RuntimeState.STOPPING.value and deployment.stop_intent in (
         intent.value,
@@ -105,6 +116,8 @@ def request_stop(session: Session, deployment: Deployment, intent: StopIntent, r
     deployment.runtime_state = RuntimeState.STOPPING.value
     deployment.stop_intent = intent.value
     deployment.stop_reason = reason
+    if stop_for is not None:
+        deployment.stop_for = uuid.UUID(str(stop_for))
     record(session, deployment, event="stopping", message=f"Stopping: {reason}", actor=actor)
     session.flush()
     return True
@@ -187,7 +200,7 @@ _START = text(
 _START_ON_AGENT = text(
     "UPDATE deployments AS d SET " + _START_SET + "completes_at = NULL, runtime_state = 'pending', "
     "runtime_agent = NULL, runtime_container = NULL, runtime_started_at = NULL, runtime_exit_code = NULL, "
-    "runtime_message = NULL, stop_intent = NULL, stop_reason = NULL " + _START_WHERE
+    "runtime_message = NULL, stop_intent = NULL, stop_reason = NULL, stop_for = NULL " + _START_WHERE
 )
 
 _FAIL_QUEUED = text(
@@ -341,6 +354,24 @@ def preempt(
         preemptions=victim.preemptions + 1,
         resumes_preempted=True,
         reason=f"Preempted by {beneficiary.name} (priority {beneficiary.priority}); waiting to resume.",
+        completes_at=None,
+    )
+
+
+def lost(session: Session, cluster: Cluster, deployment: Deployment, agent_name: str, actor: str) -> None:
+    """The agent that ran it was lost: back to the queue with its resources freed. Like a preemption, its next
+    start resumes it and costs no attempt (it did not fail); it starts as a new generation."""
+    require_status(deployment, "requeued", Status.RUNNING)
+    accounting.release(session, cluster, deployment.id)
+    _change(
+        session,
+        deployment,
+        Status.QUEUED,
+        event="lost",
+        message=f"Lost with agent {agent_name}; requeued (no attempt counted).",
+        actor=actor,
+        resumes_preempted=True,
+        reason=f"Requeued: lost with agent {agent_name}.",
         completes_at=None,
     )
 

@@ -10,6 +10,12 @@ deployments it starts (transitions.start_many, accounting.allocate_many).
 A start that needs preemption is handed to its own task (`scheduler.preempt`): the pass applies its
 plan up to that start, then the preemption re-checks the victims under the lock, moves them back to
 the queue, starts the deployment it makes room for, and asks for the next pass.
+
+On a cluster whose runtime is `agent` (RUNTIME.md) a preemption is two-phase instead: the pass marks the
+victims `stopping` for the deployment they make room for (`stop_for`), which stays queued, nominated,
+until the agent reports them stopped (that report frees their room and asks for the next pass). Each
+pass gives the plan the runs that are stopping and, from `stop_for`, the nominations still open; and it
+starts nothing while the cluster has no live agent.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from redis.exceptions import LockError, LockNotOwnedError
 from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
+from shared.agents import service as agents
 from shared.clusters import accounting
 from shared.clusters.accounting import lock_cluster
+from shared.clusters.models import AGENT
 from shared.config import get_settings
 from shared.deployments import transitions
-from shared.deployments.models import Deployment, DeploymentDependency, Status
+from shared.deployments.models import Deployment, DeploymentDependency, RuntimeState, Status, StopIntent
 from shared.deployments.service import highest_waiting_priority
 from shared.redis import get_redis
 from shared.resources import Resources
@@ -145,6 +154,8 @@ _LIGHT_COLUMNS = (
     Deployment.max_retries,
     Deployment.resumes_preempted,
     Deployment.run_seconds,
+    Deployment.runtime_state,
+    cast(Deployment.stop_for, Text).label("stop_for"),
 )
 
 
@@ -184,6 +195,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
             for d in queued
         ],
         states,
+        **(_two_phase_inputs(session, cluster, running) if cluster.runtime == AGENT else {}),
     )
     keep(lock)
 
@@ -198,6 +210,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
         starts.append(by_id[start.deployment_id])
     transitions.start_many(session, cluster, starts)
     outcome.started = [uuid.UUID(deployment.id) for deployment in starts]
+    _nominate(session, plan.nominations, by_id)
     outcome.timers = [(uuid.UUID(d.id), d.run_seconds) for d in starts if d.run_seconds]
     if plan.waiting:
         session.execute(_SET_REASONS, {"ids": list(plan.waiting), "reasons": list(plan.waiting.values())})
@@ -210,6 +223,48 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     session.commit()
     accounting.mark_for_pass(session, outcome.follow_up)
     return outcome
+
+
+def _two_phase_inputs(session: Session, cluster, running: list) -> dict:
+    """What plan_pass needs on an agent cluster: runs still stopping, open nominations, paused admissions."""
+    stopping = [d.id for d in running if d.runtime_state == RuntimeState.STOPPING.value]
+    nominations: dict[str, list[str]] = {}
+    for d in running:
+        if d.runtime_state == RuntimeState.STOPPING.value and d.stop_for is not None:
+            nominations.setdefault(d.stop_for, []).append(d.id)
+    return {
+        "two_phase": True,
+        "stopping": stopping,
+        "nominations": nominations,
+        "admissions_paused": agents.admissions_paused_reason(session, cluster),
+    }
+
+
+def _nominate(session: Session, nominations, by_id: dict) -> None:
+    """Mark each nomination's victims stopping for it. Under the row lock nothing else changes them; the
+    version check of each UPDATE (and the guard below) makes a stale read fail the pass rather than act."""
+    if not nominations:
+        return
+    ids = [uuid.UUID(victim) for nomination in nominations for victim in nomination.victims]
+    victims = {
+        str(d.id): d
+        for d in session.scalars(
+            select(Deployment).where(Deployment.id.in_(ids)).execution_options(populate_existing=True)
+        )
+    }
+    for nomination in nominations:
+        beneficiary = by_id[nomination.deployment_id]
+        for victim_id in nomination.victims:
+            victim = victims.get(victim_id)
+            if victim is None or victim.version != by_id[victim_id].version:
+                raise StaleDataError(f"deployment {victim_id} changed since the pass read it")
+            reason = (
+                f"Preempted to make room for {beneficiary.name} ({beneficiary.id}), "
+                f"priority {beneficiary.priority} over {victim.priority}."
+            )
+            transitions.request_stop(
+                session, victim, StopIntent.PREEMPT, reason, transitions.SCHEDULER, stop_for=beneficiary.id
+            )
 
 
 def _clusters_depending_on(session: Session, deployment_ids, exclude: uuid.UUID) -> dict[uuid.UUID, int]:

@@ -5,7 +5,8 @@ shared round-robin between organizations and at most RECONCILE_MAX_PASSES a roun
 doing, a round is one query.
 
 Safe to run twice at once: it only requests passes (which coalesce), sends completions guarded by a
-Redis marker (and idempotent anyway), and repairs drifted counters under a row lock it skips when busy.
+Redis marker (and idempotent anyway), repairs drifted counters under a row lock it skips when busy, and
+requeues a lost agent's deployments under the agent's row lock (re-checking its silence there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from itertools import zip_longest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared.agents import service as agents
 from shared.clusters import accounting
 from shared.clusters.models import Cluster, ClusterEvent
 from shared.config import get_settings
@@ -40,6 +42,7 @@ STALE_PASS = timedelta(minutes=10)
 #           pass records the stamp it saw), or stale with queued work; with the highest priority queued there
 #   due   - running deployments whose run_seconds end before the next round
 #   drift - clusters whose allocated counters differ from the ledger
+#   lost  - agent clusters whose agent is silent past AGENT_LOST_SECONDS while deployments still run there
 _ROUND = text(
     """
     SELECT 'pass', c.id, c.organization_id, c.last_pass_at,
@@ -56,6 +59,10 @@ _ROUND = text(
                FROM allocations GROUP BY cluster_id) a ON a.cluster_id = c.id
     WHERE c.cpu_allocated_millis <> coalesce(a.cpu, 0) OR c.ram_allocated_mb <> coalesce(a.ram, 0)
        OR c.gpu_allocated <> coalesce(a.gpu, 0)
+    UNION ALL
+    SELECT 'lost', g.cluster_id, NULL, g.last_seen_at, NULL FROM cluster_agents g
+    WHERE g.last_seen_at < :lost
+      AND EXISTS (SELECT 1 FROM deployments d WHERE d.cluster_id = g.cluster_id AND d.status = 'running')
     """
 )
 
@@ -67,6 +74,8 @@ class Report:
     passes_deferred: int = 0
     completions_sent: int = 0
     repaired: list[str] = field(default_factory=list)
+    # Agent clusters whose lost agent's deployments were requeued (or ended) this round.
+    lost: list[str] = field(default_factory=list)
 
     @property
     def quiet(self) -> bool:
@@ -88,11 +97,18 @@ def fair_order(clusters: list[tuple[uuid.UUID, uuid.UUID, datetime | None, int]]
 
 
 def reconcile(*, session: Session, send_completion) -> Report:
-    """One round: request passes where something changed, send due completions, repair drifted counters."""
+    """One round: request passes where something changed, send due completions, repair drifted counters,
+    requeue what lost agents ran."""
     report = Report()
     now = utcnow()
-    period = get_settings().reconcile_seconds
-    rows = session.execute(_ROUND, {"stale": now - STALE_PASS, "horizon": now + timedelta(seconds=period)}).all()
+    settings = get_settings()
+    period = settings.reconcile_seconds
+    bounds = {
+        "stale": now - STALE_PASS,
+        "horizon": now + timedelta(seconds=period),
+        "lost": now - timedelta(seconds=settings.agent_lost_seconds),
+    }
+    rows = session.execute(_ROUND, bounds).all()
     session.rollback()  # end the read-only transaction; repairs commit their own
     if not rows:
         return report
@@ -108,6 +124,9 @@ def reconcile(*, session: Session, send_completion) -> Report:
     for cluster_id in (row[1] for row in rows if row[0] == "drift"):
         if _repair(session, cluster_id):
             report.repaired.append(str(cluster_id))
+    for cluster_id in (row[1] for row in rows if row[0] == "lost"):
+        if agents.requeue_lost(session, cluster_id):
+            report.lost.append(str(cluster_id))
     return report
 
 

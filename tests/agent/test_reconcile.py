@@ -46,10 +46,12 @@ def test_a_run_in_neither_list_is_stopped_with_its_own_grace():
     assert reconcile(desired(), [have(grace_seconds=12)], set()) == Plan(stop=[Stop(("a", 1), 12, NOT_WANTED_REASON)])
 
 
-def test_a_stale_generation_is_stopped_and_the_current_one_started():
+def test_a_stale_generation_is_stopped_and_the_current_one_starts_only_once_it_has_ended():
     current = item(generation=2)
     plan = reconcile(desired([current]), [have(generation=1)], set())
-    assert plan == Plan(start=[current], stop=[Stop(("a", 1), 7, NOT_WANTED_REASON)])
+    assert plan == Plan(stop=[Stop(("a", 1), 7, NOT_WANTED_REASON)])  # never two live runs of one deployment
+    assert reconcile(desired([current]), [have(generation=1, stopping=True)], set()) == Plan()
+    assert reconcile(desired([current]), [have(generation=1, finished=True)], set()) == Plan(start=[current])
 
 
 def test_a_run_already_stopping_is_not_stopped_again():

@@ -521,3 +521,47 @@ def test_fence_seconds_leave_the_largest_grace_and_some_slack_before_the_lost_th
     with app.app_context():
         assert agents.fence_seconds(30) == 300 - 30 - 2 * 2 - agents.FENCE_SLACK_SECONDS
         assert agents.fence_seconds(3600) == 1  # never zero: fencing early is safe
+
+
+# Lost agents -----------------------------------------------------------------------------------------------
+
+
+def _stop(session, cluster, deployment, intent, stop_for=None):
+    from shared.clusters.accounting import lock_cluster
+    from shared.deployments import transitions
+
+    lock_cluster(session, cluster.id)
+    transitions.request_stop(session, fresh(session, deployment), intent, "Stop it.", "test", stop_for=stop_for)
+    session.commit()
+
+
+def test_a_lost_agents_runs_are_requeued_cancelled_or_preempted_as_their_stops_said(
+    client, session, fleet, cluster, org, token
+):
+    from shared.deployments.models import StopIntent
+
+    plain, cancelling, preempted = (fleet.start(fleet.deployment(cluster, org[1], gpu=1)) for _ in range(3))
+    beneficiary = fleet.deployment(cluster, org[1], gpu=4, priority=900)
+    assert sync(client, token).status_code == 200
+    _stop(session, cluster, cancelling, StopIntent.CANCEL)
+    _stop(session, cluster, preempted, StopIntent.PREEMPT, stop_for=beneficiary.id)
+    assert agents.requeue_lost(session, cluster.id) == 0  # it synced just now: not lost
+    session.execute(text("UPDATE cluster_agents SET last_seen_at = now() - interval '301 seconds'"))
+    session.commit()
+
+    assert agents.requeue_lost(session, cluster.id) == 3
+    requeued = fresh(session, plain)
+    assert requeued.status == "queued" and requeued.reason == "Requeued: lost with agent gpu-host-1."
+    assert requeued.attempts == 1 and requeued.resumes_preempted and requeued.preemptions == 0
+    assert fresh(session, cancelling).status == "cancelled"
+    stopped = fresh(session, preempted)
+    assert stopped.status == "queued" and stopped.preemptions == 1
+    assert session.scalar(text("SELECT gpu_allocated FROM clusters")) == 0
+    lost_event = session.query(DeploymentEvent).filter_by(deployment_id=plain.id, type="lost").one()
+    assert "agent gpu-host-1" in lost_event.message
+    [event] = session.query(ClusterEvent).filter_by(cluster_id=cluster.id, type="agent_lost").all()
+    assert "2 requeued, 1 cancelled" in event.message
+    assert agents.requeue_lost(session, cluster.id) == 0  # nothing left: no second event
+
+    fleet.start(fresh(session, plain))
+    assert fresh(session, plain).generation == 2 and fresh(session, plain).attempts == 1  # resumed, new run

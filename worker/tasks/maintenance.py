@@ -32,7 +32,8 @@ def _send_completion(deployment_id, delay: float) -> None:
 # `ignore_result=False`), and a round that did something says so in the log.
 @task("maintenance.reconcile", max_retries=0, ignore_result=True)
 def reconcile() -> dict:
-    """Request passes where something changed, complete due run_seconds, repair drifted counters."""
+    """Request passes where something changed, complete due run_seconds, repair drifted counters, requeue
+    what lost agents ran."""
     report = reconciler.reconcile(session=db.session, send_completion=_send_completion)
     if not report.quiet:
         log.info("reconcile: %s", report)
