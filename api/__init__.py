@@ -10,6 +10,7 @@ from flask import Flask
 from api.access import enforce_declared_access
 from api.docs import DOCS_CONFIG
 from api.extensions import init_extensions
+from api.metrics import init_metrics
 from api.ratelimit import init_limiter
 from api.security import init_security_headers
 from shared.config import Settings, get_settings
@@ -61,14 +62,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     api = init_extensions(app)
     init_limiter(app)
     init_security_headers(app)
-    from api import docs, health, index
+    init_metrics(app)
+    from api import docs, health, index, metrics
     from api.agents.routes import blp as agents
     from api.auth.routes import blp as auth
     from api.clusters.routes import blp as clusters
     from api.deployments.routes import blp as deployments
     from api.organizations.routes import blp as organizations
 
-    for blueprint in (index.blp, health.blp, auth, organizations, clusters, deployments, agents):
+    for blueprint in (index.blp, health.blp, metrics.blp, auth, organizations, clusters, deployments, agents):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs.blp)
     make_celery(app)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,21 @@ def processes() -> dict[str, str]:
     }
 
 
+METRICS_DIR = STATE_DIR / "metrics"
+# The processes whose figures are shared through a multiprocess directory of their own (shared/metrics.py).
+METRICS_PROCESSES = ("api", "worker")
+
+
+def fresh_metrics_dirs(root: Path = METRICS_DIR) -> dict[str, Path]:
+    """Empty multiprocess-metrics directories for the API and the worker: a previous run's files (dead pids)
+    would otherwise still count."""
+    shutil.rmtree(root, ignore_errors=True)
+    directories = {name: root / name for name in METRICS_PROCESSES}
+    for directory in directories.values():
+        directory.mkdir(parents=True)
+    return directories
+
+
 def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
@@ -134,6 +150,12 @@ def _base_url(host: str, port: int) -> str:
     return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"  # noqa: S104
 
 
+def _worker_metrics(settings) -> str:
+    if not settings.worker_metrics_port:
+        return ""
+    return f", worker {_base_url(settings.worker_metrics_host, settings.worker_metrics_port)}/metrics"
+
+
 def banner(settings) -> str:
     """Where the API, its docs and Flower are, and how to stop them."""
     api = _base_url(settings.api_host, settings.api_port)
@@ -145,6 +167,7 @@ def banner(settings) -> str:
             f"  ReDoc         {api}/redoc",
             f"  OpenAPI spec  {api}/openapi.json",
             f"  Flower        http://127.0.0.1:{settings.flower_port}",
+            f"  Metrics       {api}/metrics" + _worker_metrics(settings),
             "Ctrl-C stops everything (so does SIGINT or SIGTERM to `make up`).",
         ]
     )
@@ -173,8 +196,10 @@ def main() -> int:
         services = _start_dev_services()
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=PROJECT_ROOT, check=True)
         manager = Manager(Printer(sys.stdout))
+        metrics_dirs = fresh_metrics_dirs()
         for name, command in processes().items():
-            manager.add_process(name, command, cwd=str(PROJECT_ROOT))
+            env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dirs[name])} if name in metrics_dirs else None
+            manager.add_process(name, command, cwd=str(PROJECT_ROOT), env=env)
         threading.Thread(target=_announce_when_ready, args=(manager, get_settings()), daemon=True).start()
         manager.loop()
         # Stopped on request (honcho's return code for SIGINT / SIGTERM): a clean stop, not a failure.

@@ -125,6 +125,9 @@ class Settings:
     agent_sync_seconds: int = 2
     agent_lease_seconds: int = 30
     agent_lost_seconds: int = 300
+    metrics_token: str = field(default="", repr=False)
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9101
 
     @property
     def production(self) -> bool:
@@ -211,6 +214,9 @@ class Settings:
             agent_sync_seconds=_positive_int(env, "AGENT_SYNC_SECONDS", 2),
             agent_lease_seconds=_positive_int(env, "AGENT_LEASE_SECONDS", 30),
             agent_lost_seconds=_positive_int(env, "AGENT_LOST_SECONDS", 300),
+            metrics_token=env.get("METRICS_TOKEN", ""),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST", "127.0.0.1"),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9101),
         )
 
 

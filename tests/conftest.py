@@ -41,6 +41,8 @@ def servers():
             HV_ENV="test",
             SECRET_KEY=secrets.token_urlsafe(48),
             HV_STATE_DIR=str(state),
+            # No worker exporter on the default port: tests that want one give it a free port.
+            WORKER_METRICS_PORT="0",
         )
         yield database_url, redis_url
 

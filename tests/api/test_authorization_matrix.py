@@ -36,6 +36,8 @@ EXPECTED = {
     ("GET", "/"): Expect("public", (200,)),
     ("GET", "/healthz"): Expect("public", (200,)),
     ("GET", "/readyz"): Expect("public", (200,)),
+    # Unauthenticated unless METRICS_TOKEN is set (tests/api/test_metrics.py); the suite sets none.
+    ("GET", "/metrics"): Expect("public", (200,)),
     ("POST", "/api/v1/auth/register"): Expect("public", (201,), "register"),
     ("POST", "/api/v1/auth/login"): Expect("public", (200,), "login"),
     ("POST", "/api/v1/auth/refresh"): Expect("refresh", (200,)),

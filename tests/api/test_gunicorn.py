@@ -9,10 +9,11 @@ import socket
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from devtools.up import api_command
+from devtools.up import api_command, fresh_metrics_dirs
 from tests.conftest import ROOT
 
 
@@ -25,9 +26,9 @@ def _free_port() -> int:
 class Gunicorn:
     """`make up`'s API command on a free loopback port, with `home` as the user's home directory."""
 
-    def __init__(self, home, log_path) -> None:
+    def __init__(self, home, log_path, env: dict | None = None) -> None:
         self.port = _free_port()
-        env = {**os.environ, "HOME": str(home)}
+        env = {**os.environ, "HOME": str(home), **(env or {})}
         env.pop("XDG_RUNTIME_DIR", None)  # so gunicorn's per-user default lands in `home`
         self.log_path = log_path
         with open(log_path, "w") as log:
@@ -112,3 +113,56 @@ def test_two_stacks_run_side_by_side_and_stopping_one_leaves_the_other(settings,
         assert first.process.poll() is None
     finally:
         first.stop()
+
+
+def _get(port: int, path: str) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Connection": "close"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own http URL)
+        assert response.status == 200
+        return response.read()
+
+
+def _requests_by_process(metrics_dir, endpoint: str) -> dict[str, float]:
+    """{counter file (one per gunicorn worker): GET `endpoint` requests that worker counted}."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts = {}
+    for path in sorted(metrics_dir.glob("counter_*.db")):
+        counts[path.name] = sum(
+            sample.value
+            for family in MultiProcessCollector.merge([str(path)], accumulate=False)
+            for sample in family.samples
+            if sample.name == "hypervisor_http_requests_total" and sample.labels["endpoint"] == endpoint
+        )
+    return counts
+
+
+def _counted(scrape: bytes, endpoint: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(scrape.decode())
+        for sample in family.samples
+        if sample.name == "hypervisor_http_requests_total" and sample.labels["endpoint"] == endpoint
+    )
+
+
+def test_metrics_count_every_request_whichever_gunicorn_worker_answers(settings, tmp_path):
+    # As `make up` runs it: two workers sharing a fresh multiprocess directory.
+    metrics_dir = fresh_metrics_dirs(tmp_path / "metrics")["api"]
+    server = Gunicorn(tmp_path, tmp_path / "gunicorn.log", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    try:
+        sent = 0
+        with ThreadPoolExecutor(8) as pool:
+            # Requests until both workers have answered some (the kernel decides which worker accepts).
+            while sent < 800 and sum(1 for n in _requests_by_process(metrics_dir, "/").values() if n) < 2:
+                list(pool.map(lambda _: _get(server.port, "/"), range(40)))
+                sent += 40
+            assert sum(1 for n in _requests_by_process(metrics_dir, "/").values() if n) >= 2, "one worker took all"
+            scrapes = list(pool.map(lambda _: _get(server.port, "/metrics"), range(24)))
+        assert {_counted(scrape, "/") for scrape in scrapes} == {sent}
+        # ... and the scrapes were answered by both workers.
+        assert sum(1 for n in _requests_by_process(metrics_dir, "/metrics").values() if n) >= 2
+    finally:
+        server.stop()

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from tests.conftest import ROOT
 
 STATE = ROOT / ".hypervisor" / "make-up"
 # Variables the suite's own servers export; `make up` must start and stop its own dev services.
+STALE_METRICS = STATE / "metrics" / "api" / "counter_1.db"
 NOT_INHERITED = ("DATABASE_URL", "REDIS_URL", "TEST_REDIS_URL", "SECRET_KEY", "HV_ENV", "HV_STATE_DIR")
 
 
@@ -62,18 +65,36 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _get_when_up(url: str, timeout: float) -> bytes:
+    """The body of a 200 from `url`, retried while nothing listens there yet (the worker's exporter starts
+    once the worker is ready, which may be after the banner)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own http URL)
+                return response.read()
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 class MakeUp:
     """A `make up` in a session of its own, its output collected line by line."""
 
     def __init__(self) -> None:
-        self.api_port, self.flower_port = _free_port(), _free_port()
+        self.api_port, self.flower_port, self.worker_metrics_port = _free_port(), _free_port(), _free_port()
         env = {name: value for name, value in os.environ.items() if name not in NOT_INHERITED}
         env.update(
             HV_STATE_DIR=str(STATE),
             API_PORT=str(self.api_port),
             FLOWER_PORT=str(self.flower_port),
+            WORKER_METRICS_PORT=str(self.worker_metrics_port),
             LOG_LEVEL="WARNING",
         )
+        # A previous run's metrics file, unreadable: it must be wiped, not summed.
+        STALE_METRICS.parent.mkdir(parents=True, exist_ok=True)
+        STALE_METRICS.write_bytes(b"left by a previous run")
         # -o: the suite runs after `make install-dev`; `make up` must not reinstall into the shared venv.
         self.process = subprocess.Popen(
             ["make", "--no-print-directory", "-o", ".venv/.installed", "up"],
@@ -119,7 +140,7 @@ class MakeUp:
 
     def ports(self) -> list[int]:
         redis_port = int(json.loads((STATE / "services.json").read_text())["redis_url"].rsplit(":", 1)[1].split("/")[0])
-        return [self.api_port, self.flower_port, redis_port]
+        return [self.api_port, self.flower_port, redis_port, self.worker_metrics_port]
 
     def kill(self) -> None:
         """Whatever the test's outcome, nothing of this stack outlives it."""
@@ -153,6 +174,13 @@ def test_make_up_announces_itself_and_any_stop_request_stops_everything(make_up,
         f"http://127.0.0.1:{make_up.flower_port}",
     ):
         assert url in output
+    assert not STALE_METRICS.exists()
+    for url in (
+        f"http://127.0.0.1:{make_up.api_port}/metrics",
+        f"http://127.0.0.1:{make_up.worker_metrics_port}/metrics",
+    ):
+        assert url in output
+        assert b"hypervisor_" in _get_when_up(url, timeout=60)
     stack, ports = make_up.stack(), make_up.ports()
     assert all(_listening(port) for port in ports[:1] + ports[2:])
 

@@ -41,3 +41,10 @@ def test_gunicorn_runs_with_the_project_config():
     # gunicorn.conf.py: JSON errors from gunicorn itself, no per-user control socket shared between stacks.
     assert "--config gunicorn.conf.py" in " ".join(SERVICES["api"]["command"])
     assert '"--config", "gunicorn.conf.py"' in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_api_and_the_workers_share_figures_through_a_directory_empty_at_each_start():
+    # shared/metrics.py: several processes per container; a tmpfs starts empty, so no dead process's counts linger.
+    for name in ("api", "worker"):
+        directory = SERVICES[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        assert directory in SERVICES[name]["tmpfs"], name
