@@ -228,7 +228,7 @@ def _events(
     before: Status | None,
     after: Status,
 ) -> None:
-    session.execute(
+    session.connection().execute(
         _EVENTS,
         {
             "ids": array_literal(ids),
