@@ -48,9 +48,9 @@ class Options:
 
 def _describe(error: ApiError) -> str:
     lines = [error.message]
-    lines += [f"  {field}: {message}" for field, message in _flatten(error.errors)]
+    lines += [f"  {field}: {message}" for field, message in _flatten(error.errors) if message != error.message]
     if error.hint:
-        lines[0] = f"{error.message.rstrip('.')}: {error.hint}."
+        lines[0] = f"{error.message.rstrip('.')} ({error.hint})."
     return "\n".join(lines)
 
 

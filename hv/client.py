@@ -120,7 +120,7 @@ class Client:
             except ApiError as error:
                 if error.status == 401:
                     self.store.remove(self.api)
-                    raise NotLoggedIn(f"{error.message.rstrip('.')}: {LOGIN_HINT}.") from None
+                    raise NotLoggedIn(f"{error.message.rstrip('.')} ({LOGIN_HINT}).") from None
                 raise
             fresh = Credentials(
                 current.username, answer["access_token"], answer.get("refresh_token", current.refresh_token)

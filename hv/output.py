@@ -67,7 +67,8 @@ def resources(value: dict | None) -> str:
 def table(*columns: str, title: str | None = None) -> Table:
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=title, title_justify="left")
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        # Ids are copied into the next command: never broken across lines, whatever the width.
+        grid.add_column(column, overflow="fold", no_wrap=column == "ID", min_width=36 if column == "ID" else None)
     return grid
 
 
