@@ -25,9 +25,14 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 	$(PIP) install -r requirements-dev.txt
 	@touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed  ## create .venv and install the runtime dependencies
+# The project itself, editable: the `hv` command (.venv/bin/hv) runs this checkout's hv/.
+$(VENV)/.installed-hv: pyproject.toml | $(PY)
+	$(PIP) install --no-deps --editable .
+	@touch $@
 
-install-dev: $(VENV)/.installed-dev  ## ... and the test and tooling dependencies
+install: $(VENV)/.installed $(VENV)/.installed-hv  ## create .venv and install the runtime dependencies and `hv`
+
+install-dev: $(VENV)/.installed-dev $(VENV)/.installed-hv  ## ... and the test and tooling dependencies
 
 up: install  ## run the whole stack: API :8000, worker, beat, Flower :5555 (Ctrl-C stops it all)
 	$(PY) -m devtools.up
