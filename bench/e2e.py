@@ -285,6 +285,7 @@ def run() -> None:
                     clusters.create(
                         session=session,
                         organization_id=organization.id,
+                        actor_id=user.id,
                         name=name,
                         capacity=Resources.from_api(100_000, 100_000, 0),
                     ).id

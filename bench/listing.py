@@ -74,6 +74,7 @@ def run() -> None:
             cluster = clusters.create(
                 session=session,
                 organization_id=organization.id,
+                actor_id=user.id,
                 name="big",
                 capacity=Resources.from_api(1_000_000, 1_000_000, 0),
             )

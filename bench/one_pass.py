@@ -72,6 +72,7 @@ def run() -> None:
                 cluster = clusters.create(
                     session=session,
                     organization_id=organization_id,
+                    actor_id=user_id,
                     name=f"big-{attempt}",
                     capacity=Resources.from_api(100_000, 100_000, 0),
                 )

@@ -264,12 +264,22 @@ class Fleet:
         self.session = session
 
     def cluster(self, organization, name=None, cpu=8, ram_gb=32, gpu=4, runtime="simulated"):
+        """A cluster of the organization, created by one of its admins."""
+        from sqlalchemy import select
+
         from shared.clusters import service as clusters
+        from shared.organizations.models import Membership
         from shared.resources import Resources
 
+        admin_id = self.session.scalar(
+            select(Membership.user_id)
+            .where(Membership.organization_id == organization.id, Membership.role == "admin")
+            .limit(1)
+        )
         return clusters.create(
             session=self.session,
             organization_id=organization.id,
+            actor_id=admin_id,
             name=name or f"cluster-{secrets.token_hex(3)}",
             capacity=Resources.from_api(cpu, ram_gb, gpu),
             runtime=runtime,

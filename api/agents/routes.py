@@ -47,7 +47,7 @@ class ClusterAgentToken(MethodView):
     @blp.response(204)
     def delete(self, cluster_id, token_id):
         """Revoke an agent token: its next call is refused (401)."""
-        agents.revoke_token(session=db.session, cluster_id=cluster_id, token_id=token_id)
+        agents.revoke_token(session=db.session, cluster_id=cluster_id, token_id=token_id, actor_id=current_user_id())
 
 
 def _allow_larger_body(view):

@@ -2,11 +2,12 @@
 
 from flask.views import MethodView
 
-from api.access import member
-from api.clusters.schemas import ClusterIn, ClusterOut, ClusterPatch
+from api.access import current_user_id, member
+from api.clusters.schemas import ClusterEventOut, ClusterIn, ClusterOut, ClusterPatch
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
 from shared.agents import service as agents
+from shared.clusters import events
 from shared.clusters import service as clusters
 from shared.db import db
 from shared.organizations.roles import Role
@@ -51,6 +52,7 @@ class OrganizationClusters(MethodView):
         cluster = clusters.create(
             session=db.session,
             organization_id=org_id,
+            actor_id=current_user_id(),
             name=body["name"],
             capacity=Resources(body["cpu"], body["ram_gb"], body["gpu"]),
             runtime=body["runtime"],
@@ -93,6 +95,7 @@ class ClusterDetail(MethodView):
         cluster = clusters.update(
             session=db.session,
             cluster_id=cluster_id,
+            actor_id=current_user_id(),
             name=body.get("name"),
             cpu_millis=body.get("cpu"),
             ram_mb=body.get("ram_gb"),
@@ -106,4 +109,19 @@ class ClusterDetail(MethodView):
     @blp.alt_response(409, schema=ErrorSchema, description="It still has queued or running deployments.")
     def delete(self, cluster_id):
         """Delete a cluster with no queued or running deployments."""
-        clusters.delete(session=db.session, cluster_id=cluster_id)
+        clusters.delete(session=db.session, cluster_id=cluster_id, actor_id=current_user_id())
+
+
+@blp.route("/clusters/<uuid:cluster_id>/events")
+class ClusterEvents(MethodView):
+    @blp.access(member(Role.VIEWER, of="cluster_id"))
+    @blp.response(200, ClusterEventOut(many=True))
+    @blp.paginate()
+    def get(self, cluster_id, pagination_parameters):
+        """What happened to the cluster, newest first: capacity and runtime changes, counter repairs, agents
+        taking or losing it, agent tokens created or revoked."""
+        page, total = events.list_for_cluster(
+            session=db.session, cluster_id=cluster_id, **paginate(pagination_parameters)
+        )
+        pagination_parameters.item_count = total
+        return page

@@ -2,6 +2,7 @@ import marshmallow as ma
 
 from api.extensions import Schema
 from api.fields import Name, Quantity
+from shared.clusters import events
 from shared.clusters.models import RUNTIMES, SIMULATED
 from shared.resources import CPU_SCALE, RAM_SCALE
 
@@ -96,3 +97,13 @@ class ClusterOut(Schema):
         },
     )
     created_at = ma.fields.AwareDateTime(required=True, format="iso")
+
+
+class ClusterEventOut(Schema):
+    at = ma.fields.AwareDateTime(required=True, format="iso")
+    type = ma.fields.String(required=True, metadata={"description": "One of " + ", ".join(events.TYPES) + "."})
+    message = ma.fields.String(required=True, metadata={"description": "What happened, in one sentence."})
+    actor = ma.fields.String(
+        required=True,
+        metadata={"description": "Who or what caused it: a username, `reconciler`, or `agent <name>`."},
+    )

@@ -6,6 +6,7 @@ from api import ratelimit
 from api.access import USER, current_member, current_user_id, member
 from api.extensions import Blueprint, ErrorSchema
 from api.organizations.schemas import (
+    AuditEventOut,
     InviteIn,
     InviteOut,
     JoinIn,
@@ -15,7 +16,8 @@ from api.organizations.schemas import (
     OrganizationSummaryOut,
     RoleIn,
 )
-from api.pagination import page_of
+from api.pagination import page_of, paginate
+from shared.audit import service as audit
 from shared.db import db
 from shared.organizations import service as organizations
 from shared.organizations.roles import Role
@@ -214,3 +216,16 @@ class MemberDetail(MethodView):
         organizations.remove_member(
             session=db.session, organization_id=org_id, actor_id=current_user_id(), user_id=user_id
         )
+
+
+@blp.route("/<uuid:org_id>/events")
+class AuditLog(MethodView):
+    @blp.access(member(Role.ADMIN))
+    @blp.response(200, AuditEventOut(many=True))
+    @blp.paginate()
+    def get(self, org_id, pagination_parameters):
+        """The audit log, newest first: members joining, leaving, role changes and removals; invites issued,
+        revoked, and the standing code rotated; clusters created, resized, renamed and deleted. Admins only."""
+        page, total = audit.list_for_org(session=db.session, organization_id=org_id, **paginate(pagination_parameters))
+        pagination_parameters.item_count = total
+        return page

@@ -2,6 +2,7 @@ import marshmallow as ma
 
 from api.extensions import Schema
 from api.fields import Name
+from shared.audit import service as audit
 from shared.organizations.roles import ROLE_VALUES
 
 ROLE = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLE_VALUES))
@@ -75,3 +76,19 @@ class MemberOut(Schema):
 
 class RoleIn(Schema):
     role = ROLE
+
+
+class AuditEventOut(Schema):
+    at = ma.fields.AwareDateTime(required=True, format="iso")
+    type = ma.fields.String(required=True, metadata={"description": "One of " + ", ".join(audit.TYPES) + "."})
+    message = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "What changed, in one sentence: who joined by which invite as what, a role from what "
+            "to what, a cluster's capacity from what to what. Invite codes appear as their first characters."
+        },
+    )
+    actor = ma.fields.String(
+        required=True,
+        metadata={"description": "The username of who made the change (kept after their account is deleted)."},
+    )

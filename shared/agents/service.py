@@ -8,6 +8,7 @@ lists) and changes nothing the second time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import secrets
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from shared.agents.models import AgentToken, ClusterAgent
-from shared.clusters import accounting
+from shared.clusters import accounting, events
 from shared.clusters.accounting import lock_cluster
 from shared.clusters.models import AGENT, Cluster, ClusterEvent
 from shared.config import get_settings
@@ -73,6 +74,13 @@ def create_token(
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     row = AgentToken(id=uuid.uuid4(), cluster_id=cluster_id, name=name, token_hash=_digest(token), created_by=actor_id)
     session.add(row)
+    events.record(
+        session,
+        cluster_id=cluster_id,
+        kind="agent_token_created",
+        message=f"Agent token {name} created.",
+        actor_id=actor_id,
+    )
     session.commit()
     return row, token
 
@@ -86,11 +94,25 @@ def list_tokens(*, session: Session, cluster_id: uuid.UUID) -> list[AgentToken]:
     )
 
 
-def revoke_token(*, session: Session, cluster_id: uuid.UUID, token_id: uuid.UUID) -> None:
-    """Delete the token: the next call made with it is refused (401)."""
+def revoke_token(*, session: Session, cluster_id: uuid.UUID, token_id: uuid.UUID, actor_id: uuid.UUID) -> None:
+    """Delete the token: the next call made with it is refused (401), and the agent holding the cluster with it
+    loses the cluster."""
     row = session.get(AgentToken, token_id)
     if row is None or row.cluster_id != cluster_id:
         raise NotFound(AGENT_TOKEN_NOT_FOUND)
+    record = functools.partial(events.record, session, cluster_id=cluster_id, actor_id=actor_id)
+    record(kind="agent_token_revoked", message=f"Agent token {row.name} revoked.")
+    holder = session.scalar(
+        select(ClusterAgent.name).where(ClusterAgent.cluster_id == cluster_id, ClusterAgent.token_id == row.id)
+    )
+    if holder is not None:
+        record(
+            kind="agent_lost",
+            message=(
+                f"Agent {holder} lost the cluster: its token {row.name} was revoked (another agent may take "
+                "over once its lease lapses)."
+            ),
+        )
     session.delete(row)
     session.commit()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
@@ -86,16 +86,20 @@ class Allocation(Base):
 
 
 class ClusterEvent(Base):
-    """Something that happened to a cluster's books (e.g. the reconciler repairing drifted counters)."""
+    """Something that happened to a cluster: its capacity or runtime changed, the reconciler repaired drifted
+    counters, an agent took or lost it, an agent token was created or revoked (shared/clusters/events.py)."""
 
     __tablename__ = "cluster_events"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())
     type: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))
+
+    # Newest first, a page at a time (GET /clusters/{id}/events).
+    __table_args__ = (Index("ix_cluster_events_cluster_id_id", "cluster_id", "id"),)
 
 
 class ClusterQueue(Base):

@@ -9,9 +9,11 @@ from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.clusters import accounting
+from shared.agents.models import ClusterAgent
+from shared.audit import service as audit
+from shared.clusters import accounting, events
 from shared.clusters.accounting import CLUSTER_NOT_FOUND, lock_cluster
-from shared.clusters.models import SIMULATED, Cluster, ClusterQueue
+from shared.clusters.models import AGENT, SIMULATED, Cluster, ClusterQueue
 from shared.config import get_settings
 from shared.deployments.models import Deployment, Status
 from shared.deployments.service import highest_waiting_priority
@@ -93,12 +95,26 @@ def get_or_404(*, session: Session, cluster_id: uuid.UUID) -> Cluster:
     return cluster
 
 
+# A cluster event's type -> the audit log's type for the same change (the others stay in the cluster's history).
+AUDIT_TYPES = {
+    "runtime_changed": "cluster_runtime_changed",
+    "cluster_renamed": "cluster_renamed",
+    "capacity_changed": "cluster_resized",
+}
+
+
 def _name_taken(name: str) -> Conflict:
     return Conflict(f"This organization already has a cluster named {name!r}.")
 
 
 def create(
-    *, session: Session, organization_id: uuid.UUID, name: str, capacity: Resources, runtime: str = SIMULATED
+    *,
+    session: Session,
+    organization_id: uuid.UUID,
+    actor_id: uuid.UUID,
+    name: str,
+    capacity: Resources,
+    runtime: str = SIMULATED,
 ) -> Cluster:
     """A new cluster; 409 if the name is taken or the organization has MAX_CLUSTERS_PER_ORGANIZATION already."""
     # The organization's row lock serializes its concurrent creations, so the count below holds.
@@ -127,6 +143,14 @@ def create(
     try:
         session.flush()
         session.add(ClusterQueue(cluster_id=cluster.id, organization_id=organization_id))
+        audit.record(
+            session,
+            organization_id=organization_id,
+            kind="cluster_created",
+            message=f"Created cluster {name} with {audit.describe_capacity(capacity)} ({runtime} runtime).",
+            actor_id=actor_id,
+            cluster_id=cluster.id,
+        )
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -163,6 +187,7 @@ def update(
     *,
     session: Session,
     cluster_id: uuid.UUID,
+    actor_id: uuid.UUID,
     name: str | None = None,
     cpu_millis: int | None = None,
     ram_mb: int | None = None,
@@ -170,8 +195,10 @@ def update(
     runtime: str | None = None,
 ) -> Cluster:
     """Rename, resize and/or change the runtime. Never below what is allocated (409), nor a new runtime while
-    a deployment runs (409: its run belongs to the old one); growing asks for a scheduling pass."""
+    a deployment runs (409: its run belongs to the old one); growing asks for a scheduling pass. Each change is
+    recorded in the cluster's history and the organization's audit log."""
     cluster = lock_cluster(session, cluster_id)
+    changes = []  # (type, message) for both records
     switched = runtime is not None and runtime != cluster.runtime
     if switched:
         running = session.scalar(
@@ -183,6 +210,11 @@ def update(
                 f"Cluster {cluster.name} has {running} running deployments: its runtime can change only while "
                 "none runs (cancel them, or wait for them to end)."
             )
+        changes.append(("runtime_changed", f"Runtime changed from {cluster.runtime} to {runtime}."))
+        holder = session.scalar(select(ClusterAgent.name).where(ClusterAgent.cluster_id == cluster.id))
+        if cluster.runtime == AGENT and holder is not None:
+            # Its next sync is refused: the agent has lost the cluster.
+            changes.append(("agent_lost", f"Agent {holder} lost the cluster: its runtime is now {runtime}."))
         cluster.runtime = runtime
     if name is not None and name != cluster.name:
         if session.scalar(
@@ -190,6 +222,7 @@ def update(
         ):
             session.rollback()
             raise _name_taken(name)
+        changes.append(("cluster_renamed", f"Cluster {cluster.name} renamed to {name}."))
         cluster.name = name
     old = cluster.capacity
     new = Resources(
@@ -206,6 +239,25 @@ def update(
         session.rollback()
         raise Conflict(f"Cannot shrink cluster {cluster.name}: {'; '.join(too_small)}. Free resources first.")
     cluster.cpu_capacity_millis, cluster.ram_capacity_mb, cluster.gpu_capacity = new.as_tuple()
+    if new != old:
+        changes.append(
+            (
+                "capacity_changed",
+                f"Cluster {cluster.name} resized from {audit.describe_capacity(old)} "
+                f"to {audit.describe_capacity(new)}.",
+            )
+        )
+    for kind, message in changes:
+        events.record(session, cluster_id=cluster.id, kind=kind, message=message, actor_id=actor_id)
+        if kind in AUDIT_TYPES:
+            audit.record(
+                session,
+                organization_id=cluster.organization_id,
+                kind=AUDIT_TYPES[kind],
+                message=message,
+                actor_id=actor_id,
+                cluster_id=cluster.id,
+            )
     # A new runtime changes what may start (agent clusters admit only with a live agent): a pass too.
     grown = switched or any(more > was for more, was in zip(new.as_tuple(), old.as_tuple(), strict=True))
     if grown:
@@ -220,8 +272,9 @@ def update(
     return cluster
 
 
-def delete(*, session: Session, cluster_id: uuid.UUID) -> None:
-    """Delete a cluster with nothing queued or running on it (409 otherwise); its history goes with it."""
+def delete(*, session: Session, cluster_id: uuid.UUID, actor_id: uuid.UUID) -> None:
+    """Delete a cluster with nothing queued or running on it (409 otherwise); its history goes with it, its
+    entries in the organization's audit log stay."""
     cluster = lock_cluster(session, cluster_id)
     active = session.scalar(
         select(func.count()).where(
@@ -232,5 +285,13 @@ def delete(*, session: Session, cluster_id: uuid.UUID) -> None:
     if active:
         session.rollback()
         raise Conflict(f"Cluster {cluster.name} still has {active} queued or running deployments: cancel them first.")
+    audit.record(
+        session,
+        organization_id=cluster.organization_id,
+        kind="cluster_deleted",
+        message=f"Deleted cluster {cluster.name} ({audit.describe_capacity(cluster.capacity)}).",
+        actor_id=actor_id,
+        cluster_id=cluster.id,
+    )
     session.delete(cluster)
     session.commit()

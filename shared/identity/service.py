@@ -109,5 +109,6 @@ def delete_account(*, session: Session, redis: Redis, user_id: uuid.UUID, passwo
             "(an organization cannot be left without an admin)."
         )
     tokens.end_all_sessions(redis, str(user.id))
+    organizations.record_account_deletion(session=session, user_id=user.id)
     session.delete(user)
     session.commit()

@@ -9,6 +9,9 @@ Invite policy: a code is only as good as its issuer. It admits while its issuer 
 organization (checked at join time, under the lock), and the codes a member issued are revoked when that
 member leaves, is removed or is demoted below admin. The standing code is the creator's, or whoever
 rotated it last.
+
+Every change is written to the organization's audit log (shared/audit) in its own transaction, after the
+caller's check under the lock: a refused change leaves no entry.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from shared.audit import service as audit
+from shared.audit.service import invite_label
 from shared.config import get_settings
 from shared.errors import Conflict, DomainError, Forbidden, LimitReached, NotFound
 from shared.identity.models import User
@@ -83,6 +88,13 @@ def create(*, session: Session, actor_id: uuid.UUID, name: str) -> tuple[Organiz
     member = Membership(organization_id=organization.id, user_id=actor_id, role=Role.ADMIN.value)
     invite = _standing_invite(organization.id, issuer_id=actor_id)
     session.add_all([member, invite])
+    audit.record(
+        session,
+        organization_id=organization.id,
+        kind="organization_created",
+        message=f"Created organization {name}, as its admin, with standing invite code {invite_label(invite.code)}.",
+        actor_id=actor_id,
+    )
     session.commit()
     return organization, member, invite
 
@@ -178,6 +190,17 @@ def join(*, session: Session, user_id: uuid.UUID, code: str) -> tuple[Organizati
     member = Membership(organization_id=organization_id, user_id=user_id, role=invite.role)
     invite.uses += 1
     session.add(member)
+    uses = f"use {invite.uses}" + ("" if invite.max_uses is None else f" of {invite.max_uses}")
+    audit.record(
+        session,
+        organization_id=organization_id,
+        kind="member_joined",
+        message=(
+            f"Joined as {invite.role} with invite {invite_label(invite.code)} issued by "
+            f"{username_of(session=session, user_id=invite.created_by)} ({uses})."
+        ),
+        actor_id=user_id,
+    )
     session.commit()
     return session.get(Organization, organization_id), member
 
@@ -203,6 +226,17 @@ def create_invite(
         created_by=actor_id,
     )
     session.add(invite)
+    limits = [f"up to {max_uses} uses"] if max_uses is not None else []
+    if expires_at is not None:
+        limits.append(f"until {expires_at.strftime('%Y-%m-%d %H:%M:%S UTC')}")
+    audit.record(
+        session,
+        organization_id=organization_id,
+        kind="invite_issued",
+        message=f"Issued invite {invite_label(invite.code)} granting {role.value}"
+        + (f", {' and '.join(limits)}." if limits else "."),
+        actor_id=actor_id,
+    )
     session.commit()
     return invite
 
@@ -210,13 +244,22 @@ def create_invite(
 def rotate_default_invite(*, session: Session, organization_id: uuid.UUID, actor_id: uuid.UUID) -> Invite:
     """Replace the standing invite code (revoked or not) with a new one issued by the caller; the old one dies."""
     _authorize(session, organization_id, actor_id, Role.ADMIN)
-    session.execute(
+    old = session.scalars(
         update(Invite)
         .where(Invite.organization_id == organization_id, Invite.is_default, Invite.revoked_at.is_(None))
         .values(revoked_at=utcnow())
-    )
+        .returning(Invite.code)
+    ).all()
     invite = _standing_invite(organization_id, issuer_id=actor_id)
     session.add(invite)
+    replaced = f", replacing {invite_label(old[0])}" if old else ""
+    audit.record(
+        session,
+        organization_id=organization_id,
+        kind="standing_code_rotated",
+        message=f"Rotated the standing invite code: {invite_label(invite.code)}{replaced}.",
+        actor_id=actor_id,
+    )
     session.commit()
     return invite
 
@@ -237,17 +280,35 @@ def revoke_invite(*, session: Session, organization_id: uuid.UUID, actor_id: uui
         session.rollback()
         raise NotFound("No such invite code in this organization.")
     invite.revoked_at = utcnow()
+    audit.record(
+        session,
+        organization_id=organization_id,
+        kind="invite_revoked",
+        message=f"Revoked invite {invite_label(invite.code)} granting {invite.role}.",
+        actor_id=actor_id,
+    )
     session.commit()
 
 
-def _revoke_codes_issued_by(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> None:
+def _revoke_codes_issued_by(
+    session: Session, organization_id: uuid.UUID, user_id: uuid.UUID, *, actor_id: uuid.UUID, why: str
+) -> None:
     # Codes die with their issuer's admin power (issue 10, finding 1): a removed or demoted admin must not
     # be able to walk back in, or send someone else in, with a code they issued.
-    session.execute(
+    codes = session.scalars(
         update(Invite)
         .where(Invite.organization_id == organization_id, Invite.created_by == user_id, Invite.revoked_at.is_(None))
         .values(revoked_at=utcnow())
-    )
+        .returning(Invite.code)
+    ).all()
+    for code in sorted(codes):
+        audit.record(
+            session,
+            organization_id=organization_id,
+            kind="invite_revoked",
+            message=f"Invite {invite_label(code)} revoked: {why}.",
+            actor_id=actor_id,
+        )
 
 
 def list_members(*, session: Session, organization_id: uuid.UUID) -> list[tuple[Membership, str]]:
@@ -305,9 +366,20 @@ def change_role(
     if member.role == Role.ADMIN.value and role != Role.ADMIN and _admin_count(session, organization_id) == 1:
         session.rollback()
         raise Conflict("The last admin cannot be demoted: make another member admin first.")
+    was, username = member.role, username_of(session=session, user_id=user_id)
     member.role = role.value
+    if was != role.value:
+        audit.record(
+            session,
+            organization_id=organization_id,
+            kind="role_changed",
+            message=f"Changed {username}'s role from {was} to {role.value}.",
+            actor_id=actor_id,
+        )
     if not role.allows(Role.ADMIN):
-        _revoke_codes_issued_by(session, organization_id, user_id)
+        _revoke_codes_issued_by(
+            session, organization_id, user_id, actor_id=actor_id, why=f"its issuer {username} is no longer an admin"
+        )
     session.commit()
     return member
 
@@ -322,7 +394,14 @@ def remove_member(*, session: Session, organization_id: uuid.UUID, actor_id: uui
     if member.role == Role.ADMIN.value and _admin_count(session, organization_id) == 1:
         session.rollback()
         raise Conflict("The last admin cannot leave: make another member admin first.")
-    _revoke_codes_issued_by(session, organization_id, user_id)
+    username = username_of(session=session, user_id=user_id)
+    if actor_id == user_id:
+        kind, message, why = "member_left", f"Left the organization (was {member.role}).", f"its issuer {username} left"
+    else:
+        kind, message = "member_removed", f"Removed {username} ({member.role}) from the organization."
+        why = f"its issuer {username} was removed"
+    audit.record(session, organization_id=organization_id, kind=kind, message=message, actor_id=actor_id)
+    _revoke_codes_issued_by(session, organization_id, user_id, actor_id=actor_id, why=why)
     session.delete(member)
     session.commit()
 
@@ -341,6 +420,21 @@ def solely_administered_by(*, session: Session, user_id: uuid.UUID) -> list[Orga
         for organization_id in administered
         if _admin_count(session, organization_id) == 1
     ]
+
+
+def record_account_deletion(*, session: Session, user_id: uuid.UUID) -> None:
+    """Each organization the user belongs to logs that they left with their account (in the deletion's
+    transaction, before the memberships go with the user)."""
+    for organization_id, role in session.execute(
+        select(Membership.organization_id, Membership.role).where(Membership.user_id == user_id)
+    ):
+        audit.record(
+            session,
+            organization_id=organization_id,
+            kind="member_left",
+            message=f"Left the organization (was {role}): the account was deleted.",
+            actor_id=user_id,
+        )
 
 
 def username_of(*, session: Session, user_id: uuid.UUID) -> str:

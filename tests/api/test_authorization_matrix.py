@@ -59,12 +59,15 @@ EXPECTED = {
     ("PATCH", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (200,), "role"),
     # "admin, or the member itself": the target here is never the caller, so only admins may.
     ("DELETE", "/api/v1/organizations/<uuid:org_id>/members/<uuid:user_id>"): Expect("admin", (204,)),
+    # The audit log: admins only (API.md, "History and views across the organization").
+    ("GET", "/api/v1/organizations/<uuid:org_id>/events"): Expect("admin", (200,)),
     ("POST", "/api/v1/organizations/<uuid:org_id>/clusters"): Expect("admin", (201,), "cluster"),
     ("GET", "/api/v1/organizations/<uuid:org_id>/clusters"): Expect("viewer", (200,)),
     ("GET", "/api/v1/clusters/<uuid:cluster_id>"): Expect("viewer", (200,)),
     ("PATCH", "/api/v1/clusters/<uuid:cluster_id>"): Expect("admin", (200,), "resize"),
     # The world's cluster runs a deployment: deleting it is a conflict even for its admin.
     ("DELETE", "/api/v1/clusters/<uuid:cluster_id>"): Expect("admin", (409,)),
+    ("GET", "/api/v1/clusters/<uuid:cluster_id>/events"): Expect("viewer", (200,)),
     ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("developer", (202,), "deployment"),
     ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments/batch"): Expect("developer", (202,), "batch"),
     ("GET", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("viewer", (200,)),

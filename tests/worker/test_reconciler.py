@@ -259,7 +259,7 @@ def test_capacity_growth_is_a_change(session, fleet, org, celery_app, redis_clie
     waiting = fleet.deployment(cluster, admin, gpu=1, priority=900)
     assert wait_for(lambda: _settled(session, cluster.id), bool)
     _lose_the_next_request(redis_client, cluster.id)
-    clusters.update(session=session, cluster_id=cluster.id, gpu=2)
+    clusters.update(session=session, cluster_id=cluster.id, actor_id=admin.id, gpu=2)
     redis_client.delete(pending_key(cluster.id))
     assert reconcile(celery_app)["passes_requested"] == 1
     assert wait_for(lambda: _status(session, waiting.id), lambda s: s == "running") == "running"
