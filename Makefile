@@ -63,7 +63,7 @@ test: install-dev  ## lint, then the whole suite against real PostgreSQL, Redis 
 bench: install-dev  ## benchmarks, printing their figures (embedded servers unless DATABASE_URL is set)
 	$(PY) -m bench
 
-chaos: install-dev  ## the long chaos run: workers killed and stopped, Redis and PostgreSQL restarted
+chaos: install-dev  ## the long chaos run: workers and agents killed and stopped, Redis and PostgreSQL restarted
 	$(PY) -m tests.chaos.harness --long
 
 clean:  ## remove the virtualenv and all local state (embedded databases included)

@@ -30,7 +30,8 @@ class ClusterAgent(Base):
     """The agent holding a cluster: the lease is its last sync plus AGENT_LEASE_SECONDS.
 
     A row of its own, locked by each sync, so that a sync that changes no deployment never waits for the
-    cluster row a pass holds.
+    cluster row a pass holds. After a takeover it also keeps the previous holder until that one is lost: the
+    runs started up to `previous_listed_at` stay the previous holder's (see agents.service, "Takeover").
     """
 
     __tablename__ = "cluster_agents"
@@ -41,3 +42,11 @@ class ClusterAgent(Base):
     driver: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When a sync's answer last handed out a run no answer had listed before (read after the answer was):
+    # every run an agent of the cluster may have been given started no later than this.
+    listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The holder before the last takeover, while it may still run what it was given (until it is lost).
+    previous_token_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agent_tokens.id", ondelete="SET NULL"))
+    previous_name: Mapped[str | None] = mapped_column(String(128))
+    previous_last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    previous_listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -4,6 +4,13 @@ with what they must run and stop, and whether a cluster may admit work (a live a
 A report changes a deployment only for its current generation and only through the transitions module, under
 the cluster row lock; every report can be sent again and again (the agent repeats it until the run leaves its
 lists) and changes nothing the second time.
+
+Takeover: when another agent takes a lapsed lease, the previous holder may still be running what it was given
+(cut off but alive, it keeps its runs until it fences). So every run started up to the last hand-out before the
+takeover (`previous_listed_at`) stays the previous holder's until that agent is lost: it is in neither list of
+the new holder, the new holder's reports about it change nothing, and `requeue_lost` requeues it once the
+previous holder has been silent for AGENT_LOST_SECONDS (the agent fenced it before). A run no agent was ever
+given (still `pending`, started after that hand-out) goes to the new holder at once.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -217,51 +224,72 @@ def fence_seconds(largest_grace: int) -> int:
 LOST_ACTOR = "reconciler"
 
 
+def held_by_previous(lease: ClusterAgent, started_at: datetime | None) -> bool:
+    """Whether a run started at `started_at` is still the previous holder's (module docstring, "Takeover"): it
+    may have been handed out before the takeover, and that agent is not lost yet."""
+    cutoff = lease.previous_listed_at
+    return cutoff is not None and started_at is not None and started_at <= cutoff
+
+
 def requeue_lost(session: Session, cluster_id: uuid.UUID) -> int:
-    """If the cluster's agent has been silent for AGENT_LOST_SECONDS, end what it was running (RUNTIME.md,
-    "Liveness and lost agents") and return how many deployments that was; 0 (and nothing changed) if it
-    synced meanwhile or ran nothing.
+    """If the cluster's agent, or the holder before a takeover, has been silent for AGENT_LOST_SECONDS, end
+    what it was running (RUNTIME.md, "Liveness and lost agents") and return how many deployments that was; 0
+    if it synced meanwhile or ran nothing.
 
     A run is requeued with its resources freed and no attempt counted (it starts as a new generation); one
     stopping for a cancel ends cancelled, one stopping for a preemption is requeued as preempted. The agent
-    fenced its runs before this threshold (fence_seconds), and a returning one stops what is no longer listed.
+    fenced its runs before this threshold (fence_seconds), and a returning one stops what is no longer listed
+    (or, the lease taken meanwhile, is refused and fences). A lost holder takes every running deployment of
+    the cluster with it; a lost previous holder, the runs still held by it (`held_by_previous`).
     The holder row is locked first, so a sync that renews the lease meanwhile waits, then finds them requeued.
     """
     threshold = utcnow() - timedelta(seconds=get_settings().agent_lost_seconds)
-    holder = session.scalar(
+    lease = session.scalar(
         select(ClusterAgent)
         .where(ClusterAgent.cluster_id == cluster_id)
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     )
-    if holder is None or holder.last_seen_at >= threshold:
+    if lease is None:
         session.rollback()
         return 0
+    if lease.last_seen_at < threshold:
+        name, silent_since = lease.name, lease.last_seen_at
+    elif lease.previous_last_seen_at is not None and lease.previous_last_seen_at < threshold:
+        name, silent_since = lease.previous_name, lease.previous_last_seen_at
+    else:
+        session.rollback()
+        return 0
+    holder_lost = lease.last_seen_at < threshold
     cluster = lock_cluster(session, cluster_id)
-    running = list(
-        session.scalars(
+    running = [
+        deployment
+        for deployment in session.scalars(
             select(Deployment)
             .where(Deployment.cluster_id == cluster_id, Deployment.status == Status.RUNNING.value)
             .order_by(Deployment.id)
             .execution_options(populate_existing=True)
         )
-    )
+        if holder_lost or held_by_previous(lease, deployment.started_at)
+    ]
+    # Whatever the previous holder had ends now: what follows belongs to the holder.
+    lease.previous_token_id = lease.previous_name = lease.previous_last_seen_at = lease.previous_listed_at = None
     if not running:
-        session.rollback()
+        session.commit()
         return 0
     actor = LOST_ACTOR
     for deployment in running:
         if deployment.runtime_state == RuntimeState.STOPPING.value:
-            transitions.stopped(session, cluster, deployment, f"{actor} (agent {holder.name} lost)")
+            transitions.stopped(session, cluster, deployment, f"{actor} (agent {name} lost)")
         else:
-            transitions.lost(session, cluster, deployment, holder.name, actor)
+            transitions.lost(session, cluster, deployment, name, actor)
     requeued = sum(d.status == Status.QUEUED.value for d in running)
     session.add(
         ClusterEvent(
             cluster_id=cluster_id,
             type="agent_lost",
             message=(
-                f"Agent {holder.name} silent since {_clock(holder.last_seen_at)}: lost. {len(running)} running "
+                f"Agent {name} silent since {_clock(silent_since)}: lost. {len(running)} running "
                 f"deployment(s) ended with it: {requeued} requeued, {len(running) - requeued} cancelled."
             ),
             actor=actor,
@@ -308,18 +336,19 @@ def sync(*, session: Session, token: AgentToken, agent: AgentInfo, reports: list
             f"Cluster {cluster.name}'s runtime is simulated: nothing for an agent to run. An admin sets "
             '`"runtime": "agent"` on the cluster (PATCH) for agents to run its deployments.'
         )
-    live_again = _hold_lease(session, cluster, token, agent)
-    ended = _apply(session, cluster.id, agent, reports)
+    lease, live_again = _hold_lease(session, cluster, token, agent)
+    ended = _apply(session, cluster.id, lease, agent, reports)
     # A cluster that just got a live agent back may start what waited for one: passes that ran meanwhile
     # started nothing and left no change unseen, so nothing else would ask for a pass.
     if live_again or ended:
         request_pass(cluster.id, lambda: highest_waiting_priority(session, cluster.id))
-    return _desired(session, cluster)
+    return _desired(session, cluster, lease, token, agent)
 
 
-def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: AgentInfo) -> bool:
+def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: AgentInfo) -> tuple[ClusterAgent, bool]:
     """Take the cluster's lease (free, lapsed, or ours already) and renew it; LeaseHeld if another agent has it.
-    True if the cluster had no live agent until now (admissions resume)."""
+    The lease row (detached, as committed), and True if the cluster had no live agent until now (admissions
+    resume). A takeover keeps the holder it replaces as the previous holder (module docstring, "Takeover")."""
     now = utcnow()
     lease = timedelta(seconds=get_settings().agent_lease_seconds)
     fields = {"token_id": token.id, "name": agent.name, "driver": agent.driver, "version": agent.version}
@@ -332,7 +361,7 @@ def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: Ag
     if created is not None:
         _cluster_event(session, cluster, "agent_took_over", f"Agent {agent.name} holds the cluster.", agent.name)
         session.commit()
-        return True
+        return _lease(session, cluster.id), True
     holder = session.scalar(
         select(ClusterAgent)
         .where(ClusterAgent.cluster_id == cluster.id)
@@ -343,35 +372,58 @@ def _hold_lease(session: Session, cluster: Cluster, token: AgentToken, agent: Ag
     until = holder.last_seen_at + lease
     if not same and now < until:
         session.rollback()
-        raise LeaseHeld(
-            f"Cluster {cluster.name} is held by agent {holder.name} until {until.isoformat()} (each of its syncs "
-            "renews the lease); standing by until it lapses.",
-            {"holder": holder.name, "until": until.isoformat()},
-            max(1, math.ceil((until - now).total_seconds())),
-        )
+        raise _lease_held(cluster, holder, now)
     if not same:
         _cluster_event(
             session,
             cluster,
             "agent_took_over",
-            f"Agent {agent.name} took over from agent {holder.name}, silent since {_clock(holder.last_seen_at)}.",
+            f"Agent {agent.name} took over from agent {holder.name}, silent since {_clock(holder.last_seen_at)}. "
+            f"The runs handed to {holder.name} stay its own until it is lost, at "
+            f"{_clock(holder.last_seen_at + timedelta(seconds=get_settings().agent_lost_seconds))}.",
             agent.name,
         )
+        # The one replaced may still run what it was given: those runs stay its own until it is lost. After a
+        # chain of takeovers the latest one replaced stands for all before it (it went silent last, and
+        # `listed_at` covers every hand-out), so nothing is requeued too early.
+        holder.previous_token_id, holder.previous_name = holder.token_id, holder.name
+        holder.previous_last_seen_at, holder.previous_listed_at = holder.last_seen_at, holder.listed_at
     for name, value in fields.items():
         setattr(holder, name, value)
     holder.last_seen_at = now
     session.commit()
-    return now >= until
+    session.expunge(holder)
+    return holder, now >= until
+
+
+def _lease_held(cluster: Cluster, holder: ClusterAgent, now: datetime) -> LeaseHeld:
+    until = holder.last_seen_at + timedelta(seconds=get_settings().agent_lease_seconds)
+    return LeaseHeld(
+        f"Cluster {cluster.name} is held by agent {holder.name} until {until.isoformat()} (each of its syncs "
+        "renews the lease); standing by until it lapses.",
+        {"holder": holder.name, "until": until.isoformat()},
+        max(1, math.ceil((until - now).total_seconds())),
+    )
+
+
+def _lease(session: Session, cluster_id: uuid.UUID) -> ClusterAgent:
+    lease = _holder(session, cluster_id)
+    session.expunge(lease)
+    session.rollback()
+    return lease
 
 
 def _cluster_event(session: Session, cluster: Cluster, kind: str, message: str, agent_name: str) -> None:
     session.add(ClusterEvent(cluster_id=cluster.id, type=kind, message=message, actor=f"agent {agent_name}"[:128]))
 
 
-def _apply(session: Session, cluster_id: uuid.UUID, agent: AgentInfo, reports: list[Report]) -> bool:
-    """Apply the reports of the cluster's current runs, in one transaction under the cluster row lock.
+def _apply(
+    session: Session, cluster_id: uuid.UUID, lease: ClusterAgent, agent: AgentInfo, reports: list[Report]
+) -> bool:
+    """Apply the reports of the cluster's current runs, in one transaction under the cluster row lock; a run
+    the previous holder still holds is not the reporting agent's to report on (its "lost" changes nothing).
     True if a deployment left `running` (room freed, or a deployment requeued): the cluster needs a pass."""
-    current = _current_runs(session, cluster_id, reports)
+    current = _current_runs(session, cluster_id, lease, reports)
     if not current:
         return False
     try:
@@ -390,6 +442,8 @@ def _apply(session: Session, cluster_id: uuid.UUID, agent: AgentInfo, reports: l
             deployment = deployments.get(report.deployment_id)
             if deployment is None or deployment.generation != report.generation:
                 continue  # a report for a generation that is not current changes nothing
+            if held_by_previous(lease, deployment.started_at):
+                continue
             was = deployment.status
             _apply_one(session, cluster, deployment, agent, report)
             if was == Status.RUNNING.value and deployment.status != was:
@@ -408,23 +462,25 @@ def _apply(session: Session, cluster_id: uuid.UUID, agent: AgentInfo, reports: l
     return ended
 
 
-def _current_runs(session: Session, cluster_id: uuid.UUID, reports: list[Report]) -> set[uuid.UUID]:
+def _current_runs(
+    session: Session, cluster_id: uuid.UUID, lease: ClusterAgent, reports: list[Report]
+) -> set[uuid.UUID]:
     """The reported deployments of this cluster with a report that would change something (an unlocked read,
-    so that the usual sync, every run still `running`, takes no lock): current generation, and logs to keep
-    or a state the deployment is not in yet."""
+    so that the usual sync, every run still `running`, takes no lock): current generation, not the previous
+    holder's, and logs to keep or a state the deployment is not in yet."""
     if not reports:
         return set()
     rows = session.execute(
-        select(Deployment.id, Deployment.generation, Deployment.status, Deployment.runtime_state).where(
-            Deployment.id.in_({report.deployment_id for report in reports}), Deployment.cluster_id == cluster_id
-        )
+        select(
+            Deployment.id, Deployment.generation, Deployment.status, Deployment.runtime_state, Deployment.started_at
+        ).where(Deployment.id.in_({report.deployment_id for report in reports}), Deployment.cluster_id == cluster_id)
     ).all()
     session.rollback()  # end the read's transaction: the lock below starts a fresh one
     known = {row.id: row for row in rows}
     wanted = set()
     for report in reports:
         row = known.get(report.deployment_id)
-        if row is None or row.generation != report.generation:
+        if row is None or row.generation != report.generation or held_by_previous(lease, row.started_at):
             continue
         running = row.status == Status.RUNNING.value
         news = running and (report.state != "running" or row.runtime_state == RuntimeState.PENDING.value)
@@ -487,8 +543,9 @@ def _store_logs(session: Session, deployment: Deployment, logs: str) -> None:
     )
 
 
-def _desired(session: Session, cluster: Cluster) -> dict:
-    """The sync's answer: every run the agent must be running now, and every run it must stop."""
+def _desired(session: Session, cluster: Cluster, lease: ClusterAgent, token: AgentToken, agent: AgentInfo) -> dict:
+    """The sync's answer: every run the agent must be running now, and every run it must stop (none of the
+    runs the previous holder still holds). A run handed out for the first time is recorded first."""
     settings = get_settings()
     running = list(
         session.scalars(
@@ -499,6 +556,8 @@ def _desired(session: Session, cluster: Cluster) -> dict:
     )
     run, stop = [], []
     for d in running:
+        if held_by_previous(lease, d.started_at):
+            continue
         if d.runtime_state == RuntimeState.STOPPING.value:
             stop.append(
                 {"id": d.id, "generation": d.generation, "grace_seconds": d.grace_seconds, "reason": d.stop_reason}
@@ -518,6 +577,8 @@ def _desired(session: Session, cluster: Cluster) -> dict:
                 }
             )
     largest_grace = max((d.grace_seconds for d in running), default=DEFAULT_GRACE_SECONDS)
+    newest = max((d.started_at for d in running if not held_by_previous(lease, d.started_at)), default=None)
+    _record_hand_out(session, cluster, lease, token, agent, newest)
     return {
         "cluster_id": cluster.id,
         "sync_seconds": settings.agent_sync_seconds,
@@ -526,6 +587,36 @@ def _desired(session: Session, cluster: Cluster) -> dict:
         "run": run,
         "stop": stop,
     }
+
+
+def _record_hand_out(
+    session: Session,
+    cluster: Cluster,
+    lease: ClusterAgent,
+    token: AgentToken,
+    agent: AgentInfo,
+    newest: datetime | None,
+) -> None:
+    """Before an answer hands out a run no answer listed before (`newest`: the latest start it lists), move
+    `listed_at` past it, to a time read after the answer's query, so that it covers every run that query saw:
+    a later takeover then knows this agent may have them. LeaseHeld if another agent took the lease meanwhile
+    (this sync waited that long): this one gets nothing.
+    """
+    if newest is None or (lease.listed_at is not None and newest <= lease.listed_at):
+        return
+    answered = utcnow()
+    updated = session.execute(
+        update(ClusterAgent)
+        .where(
+            ClusterAgent.cluster_id == cluster.id, ClusterAgent.token_id == token.id, ClusterAgent.name == agent.name
+        )
+        .values(listed_at=func.greatest(func.coalesce(ClusterAgent.listed_at, answered), answered))
+    ).rowcount
+    if not updated:
+        holder = _holder(session, cluster.id)
+        session.rollback()
+        raise _lease_held(cluster, holder, utcnow())
+    session.commit()
 
 
 def logs_of(*, session: Session, deployment_id: uuid.UUID) -> dict:

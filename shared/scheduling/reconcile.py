@@ -42,7 +42,8 @@ STALE_PASS = timedelta(minutes=10)
 #           pass records the stamp it saw), or stale with queued work; with the highest priority queued there
 #   due   - running deployments whose run_seconds end before the next round
 #   drift - clusters whose allocated counters differ from the ledger
-#   lost  - agent clusters whose agent is silent past AGENT_LOST_SECONDS while deployments still run there
+#   lost  - agent clusters whose agent, or the holder before a takeover, is silent past AGENT_LOST_SECONDS while
+#           deployments still run there (agents.requeue_lost decides which runs were that agent's)
 _ROUND = text(
     """
     SELECT 'pass', c.id, c.organization_id, c.last_pass_at,
@@ -61,7 +62,7 @@ _ROUND = text(
        OR c.gpu_allocated <> coalesce(a.gpu, 0)
     UNION ALL
     SELECT 'lost', g.cluster_id, NULL, g.last_seen_at, NULL FROM cluster_agents g
-    WHERE g.last_seen_at < :lost
+    WHERE (g.last_seen_at < :lost OR g.previous_last_seen_at < :lost)
       AND EXISTS (SELECT 1 FROM deployments d WHERE d.cluster_id = g.cluster_id AND d.status = 'running')
     """
 )

@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from shared.agents import service as agents
-from shared.clusters.models import ClusterEvent
+from shared.agents.models import AgentToken, ClusterAgent
+from shared.clusters.models import Cluster, ClusterEvent
 from shared.deployments.models import Deployment, DeploymentEvent
 
 SYNC = "/api/v1/agent/sync"
@@ -53,6 +54,10 @@ def report(deployment, state, generation=None, **fields):
 def fresh(session, deployment):
     session.expire_all()
     return session.get(Deployment, deployment.id)
+
+
+def fresh_cluster(session, cluster):
+    return session.get(Cluster, cluster.id)
 
 
 def cluster_json(client, cluster, identity):
@@ -565,3 +570,69 @@ def test_a_lost_agents_runs_are_requeued_cancelled_or_preempted_as_their_stops_s
 
     fleet.start(fresh(session, plain))
     assert fresh(session, plain).generation == 2 and fresh(session, plain).attempts == 1  # resumed, new run
+
+
+def test_a_takeover_leaves_the_previous_holders_runs_to_it_until_it_is_lost(
+    client, session, fleet, cluster, org, token
+):
+    handed, reported = (fleet.start(fleet.deployment(cluster, org[1], gpu=1)) for _ in range(2))
+    assert len(sync(client, token, name="first").json["run"]) == 2  # both handed out as pending
+    assert sync(client, token, [report(reported, "running")], name="first").status_code == 200
+    never_handed = fleet.start(fleet.deployment(cluster, org[1], gpu=1))  # no answer listed it
+    session.execute(text("UPDATE cluster_agents SET last_seen_at = now() - interval '31 seconds'"))
+    session.commit()
+
+    second_token = create_token(client, cluster, org[1], name="spare")["token"]
+    claims = [report(reported, "failed", message="lost by the agent"), report(handed, "stopped")]
+    answer = sync(client, second_token, claims, name="second").json
+    assert [(item["id"], item["state"]) for item in answer["run"]] == [(str(never_handed.id), "pending")]
+    assert answer["stop"] == []
+    for deployment, state in ((reported, "running"), (handed, "pending")):  # the claims changed nothing
+        still = fresh(session, deployment)
+        assert (still.status, still.runtime_state, still.generation, still.attempts) == ("running", state, 1, 1)
+    assert fresh(session, reported).runtime_agent == "first"
+    assert sync(client, token, name="first").status_code == 409
+    assert agents.requeue_lost(session, cluster.id) == 0  # first is silent, not lost yet
+
+    session.execute(text("UPDATE cluster_agents SET previous_last_seen_at = now() - interval '301 seconds'"))
+    session.commit()
+    assert agents.requeue_lost(session, cluster.id) == 2
+    for deployment in (handed, reported):
+        requeued = fresh(session, deployment)
+        assert requeued.status == "queued" and requeued.reason == "Requeued: lost with agent first."
+    assert fresh(session, never_handed).status == "running"
+    [event] = session.query(ClusterEvent).filter_by(cluster_id=cluster.id, type="agent_lost").all()
+    assert "Agent first silent since" in event.message
+    assert agents.requeue_lost(session, cluster.id) == 0  # the previous holder is gone from the books
+
+    fleet.start(fresh(session, handed))  # a new generation: the holder's
+    answer = sync(client, second_token, name="second").json
+    assert {(item["id"], item["generation"], item["state"]) for item in answer["run"]} == {
+        (str(never_handed.id), 1, "pending"),
+        (str(handed.id), 2, "pending"),
+    }
+
+
+def test_a_sync_that_lost_the_lease_while_it_ran_hands_nothing_out(client, session, fleet, cluster, org, token):
+    assert sync(client, token, name="first").status_code == 200
+    first = session.scalar(select(ClusterAgent))
+    session.expunge(first)  # the lease as the first agent's sync read it
+    deployment = fleet.start(fleet.deployment(cluster, org[1], gpu=1))
+    session.execute(text("UPDATE cluster_agents SET last_seen_at = now() - interval '31 seconds'"))
+    session.commit()
+    second_token = create_token(client, cluster, org[1], name="spare")["token"]
+    assert sync(client, second_token, name="second").json["run"][0]["id"] == str(deployment.id)
+    listed_at = session.scalar(text("SELECT listed_at FROM cluster_agents"))
+    assert listed_at >= deployment.started_at  # handed out: a later takeover would leave it to "second"
+
+    # The first agent's sync, slow, reaches its answer only now: it must not hand the run out too.
+    token_row = session.scalar(select(AgentToken).where(AgentToken.id == first.token_id))
+    with pytest.raises(agents.LeaseHeld, match="held by agent second"):
+        agents._record_hand_out(
+            session,
+            fresh_cluster(session, cluster),
+            first,
+            token_row,
+            agents.AgentInfo("first", "process", "0.1.0"),
+            deployment.started_at,
+        )

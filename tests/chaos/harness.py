@@ -7,9 +7,13 @@ It always runs on embedded servers of its own (under .hypervisor/chaos), whateve
 REDIS_URL say, because it restarts them. Three workers and one beat schedule a burst of deployments
 (each completes by itself after run_seconds) while faults hit them in a seeded order: SIGKILL a worker
 mid-pass, SIGSTOP one past its lock timeout and resume it, restart Redis, restart PostgreSQL, kill beat
-and start it again. A sampler checks the books all along. After each fault, a probe deployment measures
-how long until the system schedules new work again; after a calm period every deployment must have
-finished. Prints the figures; exits 1 on any violation, lost deployment or unsettled end.
+and start it again. Beside them, an agent cluster served over HTTP with two real `python -m agent --driver
+process` agents (one holds it, one stands by) runs real processes; agent faults SIGKILL an agent and start it
+again, or SIGSTOP one past its lease (the other takes over) and resume it before its fencing deadline. A
+sampler checks the books all along, and another the pid files the agent runs write: no deployment may ever
+have two live processes. After each fault, a probe deployment measures how long until the system schedules
+new work again; after a calm period every deployment must have finished. Prints the figures; exits 1 on any
+violation, lost deployment, duplicate run or unsettled end.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -33,13 +38,18 @@ from devtools.services import die_with_parent
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".hypervisor" / "chaos"
 LOCK_SECONDS = 3
-FAULTS = ("kill_worker", "stop_worker", "restart_redis", "restart_postgres", "restart_beat")
+FAULTS = ("kill_worker", "stop_worker", "restart_redis", "restart_postgres", "restart_beat", "kill_agent", "stop_agent")
+# Agent thresholds: fence_seconds = lost - grace (1) - two syncs - 5 s = 8 s.
+AGENT_SYNC, AGENT_LEASE, AGENT_LOST = 1, 3, 16
+PIDS = STATE / "pids"
+# Each run of an agent deployment records "<generation> <pid>" in a file named after its deployment.
+RUN_SCRIPT = 'echo "$HV_GENERATION $$" >> "$PIDS/$HV_DEPLOYMENT_ID"; sleep "$SECONDS_TO_RUN"'
 
 
 class Process:
     """A worker or beat process of its own session, so a fault can hit it and all its children."""
 
-    def __init__(self, name: str, command: list[str]) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
         self.name, self.command = name, command
         self.log = open(STATE / f"{name}.log", "a")  # noqa: SIM115  (open for the process's lifetime)
         # A session of its own (a fault hits it and its children); gone with the harness if it dies.
@@ -50,6 +60,7 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent,
+            env={**os.environ, **(env or {})},
         )
 
     def signal(self, sig: int) -> None:
@@ -108,6 +119,44 @@ def beat() -> Process:
     )
 
 
+def agent(name: str, url: str, token: str) -> Process:
+    """A process-driver agent on a state dir of its own (its runs are process groups of their own, so a
+    fault on the agent's group does not hit them; they die with it)."""
+    command = [sys.executable, "-m", "agent", "--api", url, "--driver", "process", "--name", name,
+               "--state-dir", str(STATE / "agents" / name)]  # fmt: skip
+    process = Process(f"agent-{name}", command, {"HV_AGENT_TOKEN": token})
+    process.url, process.token = url, token
+    return process
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie its agent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+class RunSampler(threading.Thread):
+    """Reads the agent runs' pid files every few milliseconds: a deployment with two live processes at once is
+    a duplicate run."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop, self.samples, self.duplicates = threading.Event(), 0, {}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path in PIDS.glob("*"):
+                pids = [int(line.split()[1]) for line in path.read_text().splitlines() if len(line.split()) == 2]
+                live = [pid for pid in pids if _alive(pid)]
+                if len(live) > 1:
+                    self.duplicates.setdefault(path.name, set()).update(live)
+            self.samples += 1
+            time.sleep(0.02)
+
+
 class Sampler(threading.Thread):
     """Checks the books every few milliseconds; an outage of the database is a gap, not a violation."""
 
@@ -137,11 +186,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261122)
     options = parser.parse_args()
     deployments, rounds = (400, 3) if options.long else (120, 1)
+    agent_deployments = 90 if options.long else 24
     rng = random.Random(options.seed)
 
     STATE.mkdir(parents=True, exist_ok=True)
     for old_log in STATE.glob("*.log"):
         old_log.unlink()
+    for old in (PIDS, STATE / "agents"):
+        shutil.rmtree(old, ignore_errors=True)
+    PIDS.mkdir()
     from devtools.scratch import migrate
     from devtools.services import EmbeddedServices, ensure_database
 
@@ -157,6 +210,9 @@ def main() -> int:
         RECONCILE_SECONDS="1",
         LOG_LEVEL="WARNING",
         HV_STATE_DIR=str(STATE),
+        AGENT_SYNC_SECONDS=str(AGENT_SYNC),
+        AGENT_LEASE_SECONDS=str(AGENT_LEASE),
+        AGENT_LOST_SECONDS=str(AGENT_LOST),
     )
     import redis
 
@@ -164,16 +220,19 @@ def main() -> int:
     migrate(database_url)
     processes: list[Process] = []
     try:
-        return _run(services, processes, deployments, rounds, rng)
+        return _run(services, processes, deployments, agent_deployments, rounds, rng)
     finally:
         for process in processes:
             process.stop()
         services.stop()
 
 
-def _run(services, processes, deployment_count: int, rounds: int, rng: random.Random) -> int:
+def _run(services, processes, deployment_count: int, agent_count: int, rounds: int, rng: random.Random) -> int:
+    import logging
+
     from sqlalchemy import text
     from sqlalchemy.orm import Session
+    from werkzeug.serving import make_server
 
     from api import create_app
     from shared.db import db
@@ -189,7 +248,25 @@ def _run(services, processes, deployment_count: int, rounds: int, rng: random.Ra
         fleet = Fleet(session)
         clusters = [fleet.cluster(organization, name=f"c{i}", cpu=16, ram_gb=64, gpu=4).id for i in range(3)]
         probe_cluster = fleet.cluster(organization, name="probe", cpu=1000, ram_gb=1000, gpu=0).id
+        agent_cluster = fleet.cluster(organization, name="agents", cpu=8, ram_gb=16, gpu=0, runtime="agent").id
     api = Api(app.test_client(), admin, organization)
+
+    # The agents need the API over HTTP: served from this process, on a free loopback port.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    tokens = []
+    for name in ("host-a", "host-b"):
+        created = api.client.post(
+            f"/api/v1/clusters/{agent_cluster}/agent-tokens", json={"name": name}, headers=admin.headers
+        )
+        assert created.status_code == 201, created.json
+        tokens.append(created.json["token"])
+    agents = {name: agent(name, url, token) for name, token in zip(("host-a", "host-b"), tokens, strict=True)}
+    processes.extend(agents.values())
+    run_sampler = RunSampler()
+    run_sampler.start()
 
     workers = [worker(i) for i in range(3)]
     scheduler_beat = beat()
@@ -212,12 +289,26 @@ def _run(services, processes, deployment_count: int, rounds: int, rng: random.Ra
             )
         )
 
+    for index in range(agent_count):
+        accepted.append(
+            api.submit(
+                str(agent_cluster),
+                f"agent-run-{index}",
+                priority=rng.choice([100, 500, 900]),
+                cpu=rng.choice([1, 2]),
+                grace_seconds=1,
+                max_retries=3,
+                command=["sh", "-c", RUN_SCRIPT],
+                env={"PIDS": str(PIDS), "SECONDS_TO_RUN": str(rng.choice([1, 2, 8]))},
+            )
+        )
+
     schedule = [fault for _ in range(rounds) for fault in rng.sample(FAULTS, len(FAULTS))]
     recoveries: dict[str, list[float]] = {fault: [] for fault in FAULTS}
     for fault in schedule:
         time.sleep(rng.uniform(1.0, 3.0))
         print(f"fault: {fault}", flush=True)
-        _inject(fault, services, processes, workers, rng, app.extensions["celery"])
+        _inject(fault, services, processes, workers, agents, rng, app.extensions["celery"])
         recoveries[fault].append(_probe(api, str(probe_cluster)))
 
     calm_deadline = time.monotonic() + (240 if rounds > 1 else 150)
@@ -232,6 +323,9 @@ def _run(services, processes, deployment_count: int, rounds: int, rng: random.Ra
         time.sleep(1)
     sampler.stop.set()
     sampler.join()
+    run_sampler.stop.set()
+    run_sampler.join()
+    server.shutdown()
 
     with db.engine.connect() as connection:
         from tests.worker.test_concurrency import violations
@@ -257,17 +351,31 @@ def _run(services, processes, deployment_count: int, rounds: int, rng: random.Ra
             print(f"{fault:<18}{len(values):>6}{statistics.median(values):>16.1f}{max(values):>8.1f}")
     print(f"capacity violations: {len(sampler.violations) + len(final_violations)} in {sampler.samples} samples")
     print(f"lost deployments: {lost}")
+    print(
+        f"duplicate runs: {len(run_sampler.duplicates)} deployment(s) with two live processes, in "
+        f"{run_sampler.samples} samples of {len(list(PIDS.glob('*')))} agent deployments' pid files"
+    )
     print(f"after the calm period: {dict(by_status)}; unfinished: {unfinished}")
     print(f"recovery overall: p50 {statistics.median(all_recoveries):.1f} s, max {max(all_recoveries):.1f} s")
     for violation in (sampler.violations + final_violations)[:10]:
         print(f"  violation: {violation}")
-    ok = not sampler.violations and not final_violations and lost == 0 and unfinished == 0
+    for deployment_id, pids in list(run_sampler.duplicates.items())[:10]:
+        print(f"  duplicate: deployment {deployment_id}, live at once: {sorted(pids)}")
+    ok = (
+        not sampler.violations and not final_violations and lost == 0 and unfinished == 0 and not run_sampler.duplicates
+    )
     print("chaos: PASS" if ok else "chaos: FAIL")
     return 0 if ok else 1
 
 
 def _inject(
-    fault: str, services, processes: list[Process], workers: list[Process], rng: random.Random, celery_app
+    fault: str,
+    services,
+    processes: list[Process],
+    workers: list[Process],
+    agents: dict[str, Process],
+    rng: random.Random,
+    celery_app,
 ) -> None:
     if fault == "kill_worker":
         victim = busy_worker(workers, celery_app, rng)
@@ -290,6 +398,34 @@ def _inject(
         old.signal(signal.SIGKILL)
         old.popen.wait()
         processes.append(beat())
+    elif fault == "kill_agent":
+        name = _holder_name(agents)
+        victim = agents[name]
+        victim.signal(signal.SIGKILL)  # its runs die with it
+        victim.popen.wait()
+        time.sleep(rng.uniform(0.5, AGENT_LEASE + 2))  # before or after the other takes over
+        agents[name] = agent(name, victim.url, victim.token)
+        processes.append(agents[name])
+    elif fault == "stop_agent":
+        victim = agents[_holder_name(agents)]
+        victim.signal(signal.SIGSTOP)  # it stops syncing; its runs go on
+        # Past its lease (the other takes over), back before its fencing deadline (8 s): a frozen agent cannot
+        # fence, so one frozen past it would break the promise fencing makes.
+        time.sleep(rng.uniform(AGENT_LEASE + 2, 7))
+        victim.signal(signal.SIGCONT)
+
+
+def _holder_name(agents: dict[str, Process]) -> str:
+    """The agent holding the agent cluster now (either, before any synced)."""
+    from sqlalchemy import text
+
+    from shared.db import db
+
+    with contextlib.suppress(Exception), db.engine.connect() as connection:
+        name = connection.execute(text("SELECT name FROM cluster_agents")).scalar()
+        if name in agents:
+            return name
+    return next(iter(agents))
 
 
 def _probe(api, cluster_id: str, timeout: float = 120.0) -> float:

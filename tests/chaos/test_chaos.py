@@ -16,4 +16,5 @@ def test_brief_chaos_run_keeps_every_invariant():
     FIGURES.extend(line for line in report.splitlines() if line.strip())
     assert result.returncode == 0, report + result.stderr[-2000:]
     assert "capacity violations: 0" in report and "lost deployments: 0" in report
+    assert "duplicate runs: 0 " in report
     assert "unfinished: 0" in report

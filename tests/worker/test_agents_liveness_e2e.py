@@ -82,7 +82,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it ended while being read
         return False
 
 
@@ -267,3 +267,47 @@ def test_a_frozen_agent_is_lost_and_on_its_return_fences_its_stale_run_before_th
     assert not alive(first_pid) and alive(second_pid)
     assert watch.stop() == 1  # never two live processes for the deployment
     assert "stopping all 1 run(s)" in agent.log()  # it fenced as it woke up
+
+
+def test_a_standby_that_takes_over_leaves_the_silent_agents_run_alone_until_that_agent_is_lost(
+    api,
+    agents,  # noqa: F811
+    beat,
+    tmp_path,
+):
+    cluster = api.agent_cluster()
+    old = agents(api.token(cluster, "old")["token"], "host-1")
+    deployment = api.submit(cluster, "looper", grace_seconds=1, command=sh(PID_LOOP), env={"DIR": str(tmp_path)})
+    api.wait_runtime(deployment, "running")
+    [(_, first_pid)] = wait_for(lambda: runs(tmp_path), bool)
+    watch = LiveRuns(tmp_path)
+
+    # host-1 stops syncing (frozen; its run goes on), past its lease: host-2, another token, takes over.
+    old.process.send_signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        time.sleep(LEASE + 0.5)
+        new = agents(api.token(cluster, "new")["token"], "host-2")
+        wait_for(lambda: api.cluster_state(cluster)["agent"], lambda agent: agent and agent["name"] == "host-2")
+        time.sleep(2 * SYNC + 1)  # a few syncs of host-2: it must not restart host-1's run
+        assert [pid for _, pid in runs(tmp_path)] == [first_pid], "host-2 started a run host-1 still has"
+        held = api.get(deployment)
+        assert held["generation"] == 1 and held["runtime"]["agent"] == "host-1", held
+    finally:
+        old.process.send_signal(signal.SIGCONT)  # back before its fencing deadline: it finds the lease taken
+
+    wait_for(old.log, lambda text: "held by agent host-2" in text)
+    again = wait_for(
+        lambda: api.get(deployment),
+        lambda d: d["generation"] == 2 and (d["runtime"] or {}).get("state") == "running",
+        timeout=LOST + 20,
+    )
+    assert again["runtime"]["agent"] == "host-2" and again["attempts"] == 1, again  # lost, not failed
+    assert time.monotonic() - frozen_at > LOST - 2  # not before host-1 was lost
+    event = next(e for e in api.events(deployment) if e["type"] == "lost")
+    assert "agent host-1" in event["message"]
+    recorded = wait_for(lambda: runs(tmp_path), lambda r: len(r) == 2)
+    assert [g for g, _ in recorded] == [1, 2] and not alive(first_pid) and alive(recorded[1][1])
+    assert watch.stop() == 1  # never two live processes for the deployment
+    assert "stopping all 1 run(s)" in old.log()  # host-1 fenced its run, having no sync since the freeze
+    assert "started " + deployment in new.log()
