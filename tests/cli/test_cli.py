@@ -434,29 +434,31 @@ def test_agent_tokens_are_created_listed_and_revoked(hv, auth, fleet, client):
     )
 
 
-# --- endpoints another branch adds (API.md, "Additions"): the contract's path, the API's refusal printed
+# --- the views of API.md's "Additions": the contract's path, and --json is the API's answer
 
 
 @pytest.mark.parametrize(
-    "arguments, request_line",
+    "arguments, method, path",
     [
-        (["dry-run", *SUBMIT[2:], "--cluster", "{cluster}"], "POST /api/v1/clusters/{cluster}/deployments/dry-run"),
-        (["ls", "--org", "{org}"], "GET /api/v1/organizations/{org}/deployments"),
-        (["events", "--cluster", "{cluster}"], "GET /api/v1/clusters/{cluster}/events"),
-        (["events", "--org", "{org}"], "GET /api/v1/organizations/{org}/events"),
+        (["events", "--cluster", "{cluster}"], "GET", "/api/v1/clusters/{cluster}/events"),
+        (["events", "--org", "{org}"], "GET", "/api/v1/organizations/{org}/events"),
     ],
-    ids=["dry-run", "ls --org", "events --cluster", "events --org"],
+    ids=["events --cluster", "events --org"],
 )
-def test_commands_of_endpoints_not_served_yet_call_the_contracts_path(hv, auth, fleet, served, arguments, request_line):
+def test_history_commands_print_what_the_api_answers(hv, client, auth, fleet, served, arguments, method, path):
     organization, admin = auth.org()
     cluster = fleet.cluster(organization)
+    resized = client.patch(f"/api/v1/clusters/{cluster.id}", json={"cpu": 16}, headers=admin.headers)
+    assert resized.status_code == 200
     hv.login(admin)
     ids = {"cluster": str(cluster.id), "org": str(organization.id)}
     served.requests.clear()
-    result = hv(*(argument.format(**ids) for argument in arguments))
-    assert request_line.format(**ids) in served.requests
-    assert result.code == 1, result.stdout
-    assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+    result = hv(*(argument.format(**ids) for argument in arguments), "--json")
+    assert f"{method} {path.format(**ids)}" in served.requests
+    expected = client.get(path.format(**ids), headers=admin.headers).json
+    assert expected and result.json() == expected
+    table = hv(*(argument.format(**ids) for argument in arguments))
+    assert table.code == 0 and expected[0]["type"] in table.stdout
 
 
 # --- output
