@@ -9,9 +9,11 @@ from api.deployments.schemas import (
     DeploymentIn,
     DeploymentListQuery,
     DeploymentOut,
+    DryRunOut,
     EventOut,
     FailIn,
     LogsOut,
+    OrganizationDeploymentsQuery,
 )
 from api.extensions import Blueprint, ErrorSchema
 from api.pagination import paginate
@@ -23,6 +25,7 @@ from shared.deployments.models import Status
 from shared.organizations import service as organizations
 from shared.organizations.roles import Role
 from shared.resources import Resources
+from shared.scheduling.dry_run import dry_run
 
 blp = Blueprint("deployments", __name__, url_prefix="/api/v1", description="Deployments and their history.")
 
@@ -49,6 +52,9 @@ def deployments_out(items) -> list[dict]:
         )
         if runtime == AGENT
     }
+    positions = deployments.positions_of(
+        session=db.session, deployment_ids=[d.id for d in items if d.status == Status.QUEUED.value]
+    )
     return [
         {
             "id": d.id,
@@ -59,7 +65,12 @@ def deployments_out(items) -> list[dict]:
             "resources": d.resources.to_api(),
             "priority": d.priority,
             "status": d.status,
-            "reason": d.reason,
+            "reason": (
+                deployments.running_reason(d, on_agent=d.cluster_id in agent_clusters)
+                if d.status == Status.RUNNING.value
+                else d.reason
+            ),
+            "position": positions.get(d.id),
             "depends_on": dependencies[d.id],
             "attempts": d.attempts,
             "max_retries": d.max_retries,
@@ -166,6 +177,51 @@ class ClusterDeploymentBatch(MethodView):
         bad item by its index (`errors.json.deployments.<index>`). The answer lists them in the order given.
         """
         return _submit(body["deployments"], batch=True)
+
+
+@blp.route("/clusters/<uuid:cluster_id>/deployments/dry-run")
+class ClusterDeploymentDryRun(MethodView):
+    @blp.access(member(Role.DEVELOPER, of="cluster_id"))
+    @blp.arguments(DeploymentIn())
+    @blp.response(200, DryRunOut)
+    @blp.alt_response(422, schema=ErrorSchema, description="A malformed body: the same 422 a submit would give.")
+    def post(self, body, cluster_id):
+        """What a scheduling pass would do with this submission now; nothing is stored, no pass is requested.
+
+        The body is a single submit's. Computed by the scheduler's own algorithm on the cluster's current
+        state, with the submission as its youngest queued deployment. `reject` when a submit would refuse it
+        (too large for the cluster, an unknown dependency, too many dependencies, run_seconds on an agent
+        cluster, a full queue) or the next pass would fail it (a dependency that ended failed or cancelled).
+        """
+        forecast = dry_run(session=db.session, cluster=current_access().cluster, submission=_submission(body))
+        return {
+            "outcome": forecast.outcome,
+            "victims": forecast.victims,
+            "position": forecast.position,
+            "reason": forecast.reason,
+        }
+
+
+@blp.route("/organizations/<uuid:org_id>/deployments")
+class OrganizationDeployments(MethodView):
+    @blp.access(member(Role.VIEWER))
+    @blp.arguments(OrganizationDeploymentsQuery, location="query")
+    @blp.response(200, DeploymentOut(many=True))
+    @blp.paginate()
+    def get(self, query, org_id, pagination_parameters):
+        """The organization's deployments on all its clusters, newest first; filter by status, cluster, submitter
+        or name (a case-insensitive substring)."""
+        page, total = deployments.list_for_organization(
+            session=db.session,
+            organization_id=org_id,
+            status=Status(query["status"]) if "status" in query else None,
+            cluster_id=query.get("cluster_id"),
+            created_by=query.get("created_by"),
+            name=query.get("name"),
+            **paginate(pagination_parameters),
+        )
+        pagination_parameters.item_count = total
+        return deployments_out(page)
 
 
 @blp.route("/deployments/<uuid:deployment_id>")

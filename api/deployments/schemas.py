@@ -128,7 +128,18 @@ class DeploymentOut(Schema):
     reason = ma.fields.String(
         required=True,
         allow_none=True,
-        metadata={"description": "Why it is where it is, in one sentence; null if nothing to say."},
+        metadata={
+            "description": "Why it is where it is, in one sentence; null if nothing to say. While running: since "
+            "when and, where known (run_seconds), when it completes."
+        },
+    )
+    position = ma.fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "While queued: its 1-based place in its cluster's scheduling order (priority high to "
+            "low, then oldest first); null otherwise."
+        },
     )
     depends_on = ma.fields.List(ma.fields.UUID(), required=True)
     attempts = ma.fields.Integer(required=True)
@@ -160,6 +171,44 @@ class DeploymentOut(Schema):
 
 class DeploymentListQuery(Schema):
     status = ma.fields.String(validate=ma.validate.OneOf(STATUS_VALUES))
+
+
+class OrganizationDeploymentsQuery(DeploymentListQuery):
+    cluster_id = ma.fields.UUID(metadata={"description": "Only this cluster's."})
+    created_by = ma.fields.UUID(metadata={"description": "Only those submitted by this user."})
+    name = ma.fields.String(
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "Only those whose name contains this (case-insensitive)."},
+    )
+
+
+class VictimOut(Schema):
+    id = ma.fields.UUID(required=True)
+    name = ma.fields.String(required=True)
+    priority = ma.fields.Integer(required=True)
+
+
+class DryRunOut(Schema):
+    outcome = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(["start", "preempt", "wait", "reject"]),
+        metadata={
+            "description": "What a pass would do with it now: `start` (it fits), `preempt` (it starts once "
+            "`victims` are preempted; on an agent cluster they are stopped first), `wait` (it stays queued: "
+            "`reason` says why), `reject` (a submit would refuse it, or the pass would fail it: `reason` says why)."
+        },
+    )
+    victims = ma.fields.List(
+        ma.fields.Nested(VictimOut),
+        required=True,
+        metadata={"description": "The running deployments it would preempt (a minimal set); empty otherwise."},
+    )
+    position = ma.fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "With `wait`: its place in the cluster's scheduling order after that pass."},
+    )
+    reason = ma.fields.String(required=True, metadata={"description": "Why, in one sentence."})
 
 
 class FailIn(Schema):

@@ -173,16 +173,26 @@ def reserve_queue(session: Session, cluster: Cluster, count: int) -> None:
     row = session.connection().execute(_RESERVE_QUEUE, limits).first()
     if row is not None:
         return
-    queued = session.scalar(select(ClusterQueue.queued).where(ClusterQueue.cluster_id == cluster.id))
+    raise QueueFull(queue_full_reason(session, cluster, count, full=True))
+
+
+def queue_full_reason(session: Session, cluster, count: int, full: bool = False) -> str | None:
+    """Why `count` more queued deployments would pass the cluster's or the organization's limit (read only),
+    or None if they would not. `full`: the caller knows one limit is reached; name the organization's if
+    the cluster's is not."""
+    settings = get_settings()
+    queued = session.scalar(select(ClusterQueue.queued).where(ClusterQueue.cluster_id == cluster.id)) or 0
     if queued + count > settings.max_queued_per_cluster:
-        raise QueueFull(
+        return (
             f"Cluster {cluster.name} has {queued} queued deployments; {count} more would pass the limit of "
             f"{settings.max_queued_per_cluster} (MAX_QUEUED_PER_CLUSTER). Retry once some have started."
         )
     total = session.scalar(
         select(func.sum(ClusterQueue.queued)).where(ClusterQueue.organization_id == cluster.organization_id)
     )
-    raise QueueFull(
+    if not full and (total or 0) + count <= settings.max_queued_per_organization:
+        return None
+    return (
         f"This organization has {total} queued deployments; {count} more would pass the limit of "
         f"{settings.max_queued_per_organization} (MAX_QUEUED_PER_ORGANIZATION). Retry once some have started."
     )

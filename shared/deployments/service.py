@@ -138,9 +138,28 @@ def _item_errors(cluster, index: int | None, submission: Submission, known: set[
     return errors
 
 
+def refusal(*, session: Session, cluster, submission: Submission) -> str | None:
+    """Why a single submit of `submission` to `cluster` would be refused (the 422's or 429's message), or
+    None if it would be stored. Reads only."""
+    known = set()
+    if submission.depends_on:
+        known = set(
+            session.scalars(
+                select(Deployment.id).where(
+                    Deployment.id.in_(set(submission.depends_on)),
+                    Deployment.organization_id == cluster.organization_id,
+                )
+            )
+        )
+    errors = _item_errors(cluster, None, submission, known)
+    if errors:
+        return next(iter(errors.values()))[0]
+    return accounting.queue_full_reason(session, cluster, 1)
+
+
 _INSERT_DEPLOYMENTS = text(
-    "INSERT INTO deployments (id, organization_id, cluster_id, name, image, cpu_millis, ram_mb, gpu, priority, "
-    "status, reason, attempts, max_retries, preemptions, resumes_preempted, run_seconds, command, env, "
+    "WITH inserted AS (INSERT INTO deployments (id, organization_id, cluster_id, name, image, cpu_millis, ram_mb, "
+    "gpu, priority, status, reason, attempts, max_retries, preemptions, resumes_preempted, run_seconds, command, env, "
     "grace_seconds, created_by, created_at, version) "
     "SELECT v.id, :organization_id, :cluster_id, v.name, v.image, v.cpu_millis, v.ram_mb, v.gpu, v.priority, "
     "'queued', :reason, 0, v.max_retries, 0, false, v.run_seconds, CAST(v.command AS jsonb), CAST(v.env AS jsonb), "
@@ -153,7 +172,13 @@ _INSERT_DEPLOYMENTS = text(
     "AS v(id, name, image, cpu_millis, ram_mb, gpu, priority, max_retries, run_seconds, command, env, "
     "grace_seconds, n) "
     "ORDER BY v.n "
-    "RETURNING id, created_at"
+    "RETURNING id, created_at, priority), "
+    # For their positions: the queued deployments already there that come first, per priority submitted. A
+    # new one is the youngest of its priority (created_at is now()), so that is those of a priority as high
+    # or higher; the statement's snapshot does not include the rows it inserts.
+    "ahead AS (SELECT p.priority, (SELECT count(*) FROM deployments d WHERE d.cluster_id = :cluster_id "
+    "AND d.status = 'queued' AND d.priority >= p.priority) AS before FROM (SELECT DISTINCT priority FROM inserted) p) "
+    "SELECT i.id, i.created_at, a.before FROM inserted i JOIN ahead a ON a.priority = i.priority"
 ).bindparams(
     bindparam("names", type_=ARRAY(TEXT)),
     bindparam("images", type_=ARRAY(TEXT)),
@@ -238,7 +263,11 @@ def submit_many(
             "grace_seconds": array_literal(s.grace_seconds for s in submissions),
         },
     ).all()
-    created_at = dict(created)
+    created_at = {deployment_id: at for deployment_id, at, _ in created}
+    before = {deployment_id: ahead for deployment_id, _, ahead in created}
+    # Within the submission, higher priorities first, then the order given (its created_at order).
+    batch_order = sorted(range(len(submissions)), key=lambda index: (-submissions[index].priority, index))
+    positions = {ids[index]: before[ids[index]] + rank + 1 for rank, index in enumerate(batch_order)}
     edges = [
         (deployment_id, d) for deployment_id, dependencies in zip(ids, depends_on, strict=True) for d in dependencies
     ]
@@ -274,6 +303,7 @@ def submit_many(
             "priority": s.priority,
             "status": Status.QUEUED.value,
             "reason": QUEUED_REASON,
+            "position": positions[deployment_id],
             "depends_on": dependencies,
             "attempts": 0,
             "max_retries": s.max_retries,
@@ -345,6 +375,113 @@ def list_for_cluster(
         .limit(page_size)
     ).all()
     return list(deployments), total
+
+
+def list_for_organization(
+    *,
+    session: Session,
+    organization_id: uuid.UUID,
+    page: int,
+    page_size: int,
+    status: Status | None = None,
+    cluster_id: uuid.UUID | None = None,
+    created_by: uuid.UUID | None = None,
+    name: str | None = None,
+) -> tuple[list[Deployment], int]:
+    """A page of the organization's deployments on all its clusters, newest first, filtered (`name`: a
+    case-insensitive substring)."""
+    conditions = [Deployment.organization_id == organization_id]
+    if status is not None:
+        conditions.append(Deployment.status == status.value)
+    if cluster_id is not None:
+        conditions.append(Deployment.cluster_id == cluster_id)
+    if created_by is not None:
+        conditions.append(Deployment.created_by == created_by)
+    if name:
+        conditions.append(Deployment.name.ilike(f"%{_like_escaped(name)}%", escape="\\"))
+    total = session.scalar(select(func.count()).select_from(Deployment).where(*conditions))
+    deployments = session.scalars(
+        select(Deployment)
+        .where(*conditions)
+        .order_by(Deployment.created_at.desc(), Deployment.id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return list(deployments), total
+
+
+def _like_escaped(fragment: str) -> str:
+    return fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# Queued deployments' 1-based places in their clusters' scheduling order, in one statement however many
+# are asked for: per cluster, the queued rows ahead of the first one asked for are counted (two index range
+# counts on ix_deployments_scheduling_order), and only the rows from that first one to the last one asked
+# for are numbered by a window function. A page of a cluster's list in scheduling order therefore costs
+# about what its OFFSET already costs, not a scan of the whole queue.
+_POSITIONS = text(
+    """
+    WITH asked AS (
+        SELECT d.id, d.cluster_id, d.priority, d.created_at FROM deployments d
+        WHERE d.id = ANY(CAST(:ids AS uuid[])) AND d.status = 'queued'
+    ),
+    firsts AS (
+        SELECT DISTINCT ON (cluster_id) cluster_id, priority, created_at, id FROM asked
+        ORDER BY cluster_id, priority DESC, created_at, id
+    ),
+    lasts AS (
+        SELECT DISTINCT ON (cluster_id) cluster_id, priority, created_at, id FROM asked
+        ORDER BY cluster_id, priority, created_at DESC, id DESC
+    ),
+    ahead AS (
+        SELECT f.cluster_id, f.priority, f.created_at, f.id,
+            (SELECT count(*) FROM deployments d
+             WHERE d.cluster_id = f.cluster_id AND d.status = 'queued' AND d.priority > f.priority)
+            + (SELECT count(*) FROM deployments d
+               WHERE d.cluster_id = f.cluster_id AND d.status = 'queued' AND d.priority = f.priority
+                 AND (d.created_at, d.id) < (f.created_at, f.id)) AS before
+        FROM firsts f
+    ),
+    numbered AS (
+        SELECT d.id, a.before + row_number() OVER (
+            PARTITION BY d.cluster_id ORDER BY d.priority DESC, d.created_at, d.id) AS position
+        FROM ahead a
+        JOIN lasts l ON l.cluster_id = a.cluster_id
+        JOIN deployments d ON d.cluster_id = a.cluster_id AND d.status = 'queued'
+            AND d.priority BETWEEN l.priority AND a.priority
+            AND (d.priority < a.priority OR (d.created_at, d.id) >= (a.created_at, a.id))
+            AND (d.priority > l.priority OR (d.created_at, d.id) <= (l.created_at, l.id))
+    )
+    SELECT numbered.id, numbered.position FROM numbered JOIN asked ON asked.id = numbered.id
+    """
+)
+
+
+def positions_of(*, session: Session, deployment_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Deployment id -> its 1-based place in its cluster's scheduling order, for those of them still queued."""
+    if not deployment_ids:
+        return {}
+    rows = session.execute(_POSITIONS, {"ids": array_literal(deployment_ids)})
+    return {deployment_id: position for deployment_id, position in rows}
+
+
+def _clock(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def running_reason(deployment: Deployment, on_agent: bool) -> str | None:
+    """A running deployment's reason, read-time: since when it runs and, where known, until when."""
+    if deployment.started_at is None:
+        return deployment.reason
+    if on_agent and deployment.runtime_state == "pending":
+        return f"Admitted at {_clock(deployment.started_at)}; waiting for the agent to start it."
+    since = deployment.runtime_started_at if on_agent and deployment.runtime_started_at else deployment.started_at
+    reason = f"Running since {_clock(since)}"
+    if deployment.completes_at is not None:
+        reason += f"; completes at {_clock(deployment.completes_at)}"
+    if on_agent and deployment.runtime_state == "stopping" and deployment.stop_reason:
+        reason += f"; being stopped: {deployment.stop_reason.rstrip('.')}"
+    return reason + "."
 
 
 def events(*, session: Session, deployment_id: uuid.UUID) -> list[DeploymentEvent]:

@@ -163,16 +163,9 @@ def _resources(row) -> Resources:
     return Resources(row.cpu_millis, row.ram_mb, row.gpu)
 
 
-def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcome:
-    """Plan and apply one pass over the cluster, in one transaction, with the cluster row locked.
-
-    The plan is applied set-wise: its failures in one guarded UPDATE and one event INSERT, its starts
-    (up to the first that needs a preemption) in one ledger INSERT, one counter update, one guarded
-    UPDATE and one event INSERT, and the reasons of everything still waiting in one UPDATE.
-    """
-    outcome = PassOutcome()
-    cluster = lock_cluster(session, cluster_id)
-    seen = accounting.changes_seen(session, cluster_id)
+def read_cluster_state(session: Session, cluster_id: uuid.UUID) -> tuple[list, dict, dict[str, list[str]]]:
+    """What a pass reads (read only, no lock taken here): the cluster's queued and running deployments as
+    plain rows, the states of the queued ones' dependencies, and those dependencies by deployment id."""
     rows = (
         session.connection()
         .execute(
@@ -183,10 +176,24 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
         )
         .all()
     )
+    states, depends_on = _dependency_states(session, cluster_id, [d for d in rows if d.status == Status.QUEUED.value])
+    return rows, states, depends_on
+
+
+def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcome:
+    """Plan and apply one pass over the cluster, in one transaction, with the cluster row locked.
+
+    The plan is applied set-wise: its failures in one guarded UPDATE and one event INSERT, its starts
+    (up to the first that needs a preemption) in one ledger INSERT, one counter update, one guarded
+    UPDATE and one event INSERT, and the reasons of everything still waiting in one UPDATE.
+    """
+    outcome = PassOutcome()
+    cluster = lock_cluster(session, cluster_id)
+    seen = accounting.changes_seen(session, cluster_id)
+    rows, states, depends_on = read_cluster_state(session, cluster_id)
     by_id = {d.id: d for d in rows}
     running = [d for d in rows if d.status == Status.RUNNING.value]
     queued = [d for d in rows if d.status == Status.QUEUED.value]
-    states, depends_on = _dependency_states(session, cluster_id, queued)
     plan = plan_pass(
         cluster.capacity,
         [Running(d.id, d.name, d.priority, _resources(d), d.started) for d in running],

@@ -71,6 +71,8 @@ EXPECTED = {
     ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("developer", (202,), "deployment"),
     ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments/batch"): Expect("developer", (202,), "batch"),
     ("GET", "/api/v1/clusters/<uuid:cluster_id>/deployments"): Expect("viewer", (200,)),
+    ("POST", "/api/v1/clusters/<uuid:cluster_id>/deployments/dry-run"): Expect("developer", (200,), "deployment"),
+    ("GET", "/api/v1/organizations/<uuid:org_id>/deployments"): Expect("viewer", (200,)),
     ("GET", "/api/v1/deployments/<uuid:deployment_id>"): Expect("viewer", (200,)),
     ("GET", "/api/v1/deployments/<uuid:deployment_id>/events"): Expect("viewer", (200,)),
     ("POST", "/api/v1/deployments/<uuid:deployment_id>/complete"): Expect("developer", (200,)),

@@ -37,14 +37,14 @@ def test_a_submission_is_one_transaction_of_four_statements(client, org, fleet, 
 
     first = client.post(f"/api/v1/clusters/{cluster.id}/deployments", json=body, headers=admin.headers)
     assert first.status_code == 202
-    # access (cluster + role + username), deployments, events, the queue quota; then, enqueuing the pass,
-    # its priority.
-    assert seen == ["SELECT", "INSERT", "INSERT", "UPDATE", "SELECT"]
+    # access (cluster + role + username), deployments (WITH: the insert, counting what is queued ahead for its
+    # position), events, the queue quota; then, enqueuing the pass, its priority.
+    assert seen == ["SELECT", "WITH", "INSERT", "UPDATE", "SELECT"]
 
     seen.clear()
     checkouts.clear()
     second = client.post(f"/api/v1/clusters/{cluster.id}/deployments", json=body, headers=admin.headers)
     assert second.status_code == 202
     # A pass is pending: nothing after the commit.
-    assert seen == ["SELECT", "INSERT", "INSERT", "UPDATE"]
+    assert seen == ["SELECT", "WITH", "INSERT", "UPDATE"]
     assert len(checkouts) == 1
