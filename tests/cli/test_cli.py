@@ -461,6 +461,26 @@ def test_history_commands_print_what_the_api_answers(hv, client, auth, fleet, se
     assert table.code == 0 and expected[0]["type"] in table.stdout
 
 
+def test_dry_run_and_the_organizations_list_print_what_the_api_answers(hv, client, auth, fleet, served):
+    organization, admin = auth.org()
+    cluster = fleet.cluster(organization, cpu=4, ram_gb=8, gpu=0)
+    fleet.start(fleet.deployment(cluster, admin, name="low", cpu=4, ram_gb=1, priority=100))
+    hv.login(admin)
+    served.requests.clear()
+    options = ["--cluster", str(cluster.id), "--name", "urgent", "--image", "x:1", "--cpu", "2", "--ram-gb", "1"]
+    options += ["--gpu", "0", "--priority", "900"]
+    planned = hv("dry-run", *options, "--json")
+    assert f"POST /api/v1/clusters/{cluster.id}/deployments/dry-run" in served.requests
+    assert planned.json()["outcome"] == "preempt" and [v["name"] for v in planned.json()["victims"]] == ["low"]
+    table = hv("dry-run", *options)
+    assert table.code == 0 and "preempt" in table.stdout and "low" in table.stdout
+
+    listed = hv("ls", "--org", str(organization.id), "--json")
+    assert f"GET /api/v1/organizations/{organization.id}/deployments" in " ".join(served.requests)
+    expected = client.get(f"/api/v1/organizations/{organization.id}/deployments", headers=admin.headers).json
+    assert [d["id"] for d in listed.json()] == [d["id"] for d in expected] and len(expected) == 1
+
+
 # --- output
 
 
