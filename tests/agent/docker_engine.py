@@ -7,6 +7,7 @@ The image is a static busybox imported as a root filesystem (`docker import`): n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -79,5 +80,8 @@ def _rootfs(busybox: str) -> bytes:
 
 def remove_cluster_containers(client, cluster_id: str) -> None:
     """Leave no container of a test's cluster behind."""
+    import docker.errors
+
     for container in client.containers(all=True, filters={"label": f"hypervisor.cluster={cluster_id}"}):
-        client.remove_container(container["Id"], force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            client.remove_container(container["Id"], force=True)
