@@ -41,3 +41,12 @@ def test_gunicorn_runs_with_the_project_config():
     # gunicorn.conf.py: JSON errors from gunicorn itself, no per-user control socket shared between stacks.
     assert "--config gunicorn.conf.py" in " ".join(SERVICES["api"]["command"])
     assert '"--config", "gunicorn.conf.py"' in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_docker_agent_is_an_opt_in_service_with_the_engine_socket_and_no_default_token():
+    agent = SERVICES["agent"]
+    assert agent["profiles"] == ["agent"]  # `docker compose up` does not start it
+    assert "--driver" in agent["command"] and "docker" in agent["command"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in agent["volumes"]
+    assert agent["environment"]["HV_AGENT_TOKEN"] == "${HV_AGENT_TOKEN:-}"
+    assert "root on the host" in (ROOT / "docker-compose.yml").read_text()
