@@ -69,7 +69,9 @@ class Agent:
         for run in self.driver.runs():
             result = self.driver.result(run)
             if result is None:
-                reports.append(Report(run.deployment_id, run.generation, "running", _iso(run.started_at)))
+                reports.append(
+                    Report(run.deployment_id, run.generation, "running", _iso(run.started_at), container=run.container)
+                )
                 continue
             if run.key not in self._logged_endings:
                 self._logged_endings.add(run.key)
@@ -83,6 +85,7 @@ class Agent:
                     exit_code=result.exit_code,
                     message=result.message,
                     logs=result.logs,
+                    container=run.container,
                 )
             )
         return reports + list(self.reports_without_run.values())

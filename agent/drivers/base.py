@@ -43,6 +43,9 @@ class Run:
     grace_seconds: float
     # The driver's own name for it: a process id, a container id.
     handle: str | None = None
+    # The runtime's id of the run, reported to the server as `runtime.container`: the container id
+    # (docker); None for a process (its pid is in the agent's log, and means nothing off this host).
+    container: str | None = None
     stopping: bool = False
     # Not started yet: the driver is preparing it (docker: pulling its image). Such a run is not in
     # runs(); a later start() with the same spec starts it once it is ready.

@@ -114,7 +114,8 @@ class DockerDriver:
         if state["Status"] == "created":
             self.engine.remove_container(container["Id"], force=True)
             return None
-        run = Run(key[0], key[1], _parse_time(state.get("StartedAt")), grace, handle=_short(container["Id"]))
+        started_at = _parse_time(state.get("StartedAt"))
+        run = Run(key[0], key[1], started_at, grace, handle=_short(container["Id"]), container=container["Id"])
         entry = _Entry(run, container_id=container["Id"])
         if state["Status"] not in ENDED_STATES:
             devices = [device for device in labels.get(LABEL_GPUS, "").split(",") if device]
@@ -220,7 +221,7 @@ class DockerDriver:
             self.gpus.release(spec.key)
             _remove_quietly(self.engine, container_id)
             return self._failed(run, f"cannot start its container: {_explain(error)}")
-        run = replace(run, started_at=started_at, handle=_short(container_id), preparing=False)
+        run = replace(run, started_at=started_at, handle=_short(container_id), container=container_id, preparing=False)
         with self._lock:
             self._entries[spec.key] = _Entry(run, container_id=container_id)
         return run

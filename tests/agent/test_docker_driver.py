@@ -76,6 +76,7 @@ def test_exit_0_with_its_output_env_and_labels(driver, cluster):
         "hypervisor.gpus": "",
     }
     assert run.handle == "container " + container_of(run)["Id"][:12]
+    assert run.container == container_of(run)["Id"]  # the full id: the server shows it as runtime.container
 
 
 def test_a_non_zero_exit_is_reported_with_its_code(driver):
@@ -211,6 +212,7 @@ def test_a_new_driver_adopts_the_running_container_of_its_cluster_only(cluster):
         second = make_driver(cluster)
         (adopted,) = second.runs()
         assert (adopted.key, adopted.handle, adopted.grace_seconds) == (run.key, run.handle, 7)
+        assert adopted.container == run.container
         assert second.result(adopted) is None
         assert second.claim(cluster) == []  # once
         second.stop(adopted, 5, "cancelled")
