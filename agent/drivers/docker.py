@@ -181,7 +181,7 @@ class DockerDriver:
         else:
             log.info("pulled image %s", image)
 
-    def _create(self, spec: RunSpec, run: Run) -> Run:
+    def _create(self, spec: RunSpec, run: Run, *, again: bool = True) -> Run:
         try:
             devices = self.gpus.allocate(spec.key, spec.gpu)
         except GpusUnavailable as error:
@@ -205,10 +205,13 @@ class DockerDriver:
             )
         except docker.errors.APIError as error:
             self.gpus.release(spec.key)
-            if error.status_code == 409:  # created by an earlier start whose answer was lost: adopt it
+            if error.status_code == 409 and again:  # created by an earlier start whose answer was lost: adopt it
                 adopted = self._adopt(self.engine.inspect_container(name))
                 if adopted is not None:
                     return adopted
+                # It was created but never started (an agent killed between the two, its create finished by
+                # the engine after this agent's claim looked): _adopt removed it; create it afresh.
+                return self._create(spec, run, again=False)
             return self._failed(run, f"cannot create its container: {_explain(error)}")
         except BaseException:
             self.gpus.release(spec.key)

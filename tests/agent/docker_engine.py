@@ -85,3 +85,108 @@ def remove_cluster_containers(client, cluster_id: str) -> None:
     for container in client.containers(all=True, filters={"label": f"hypervisor.cluster={cluster_id}"}):
         with contextlib.suppress(docker.errors.NotFound):
             client.remove_container(container["Id"], force=True)
+
+
+def engine_socket() -> str:
+    """The path of the engine's unix socket (DOCKER_HOST, else the default)."""
+    address = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not address.startswith("unix://"):
+        pytest.skip(f"the engine is not on a unix socket ({address})")
+    return address.removeprefix("unix://")
+
+
+class EngineProxy:
+    """A unix socket relaying to the engine's, which calls `intercept(first bytes of a request)` on each chunk
+    the client sends: True drops the chunk and the connection (the request never reaches the engine)."""
+
+    def __init__(self, path: str, intercept):
+        import socket
+        import threading
+
+        self.path, self.intercept, self.upstream = path, intercept, engine_socket()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.path}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.upstream)
+            threading.Thread(target=self._relay, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._relay, args=(upstream, client, False), daemon=True).start()
+
+    def _relay(self, source, target, inspect: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if inspect and self.intercept(chunk):
+                    break
+                target.sendall(chunk)
+        except OSError:
+            pass
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def restart_engine() -> None:
+    """Stop the engine of DOCKER_HOST with SIGTERM and start it again with the same arguments (same data
+    root): for a private engine this test run may restart (.ci/run's); skips for any other."""
+    import signal
+    import subprocess
+    import time
+
+    engine()
+    socket_path = engine_socket()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = [part.decode() for part in cmdline.read().split(b"\0") if part]
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == "dockerd" and f"unix://{socket_path}" in argv:
+            pid = int(entry)
+            break
+    else:
+        pytest.skip(f"no dockerd of this user serving {socket_path} to restart (start a private one: .ci/run)")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log_path = os.path.join(os.path.dirname(socket_path), "dockerd-restarted.log")
+    with open(log_path, "ab") as log:
+        subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    import docker
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            docker.from_env(timeout=5).api.ping()
+            return
+        except Exception:
+            time.sleep(0.2)
+    pytest.fail(f"the restarted dockerd did not answer within 60 s (its log: {log_path})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -247,6 +247,28 @@ def test_a_container_created_but_never_started_is_removed_not_adopted(cluster):
     assert client.containers(all=True, filters={"label": f"hypervisor.cluster={cluster}"}) == []
 
 
+def test_a_container_an_agent_killed_mid_start_left_after_the_claim_is_replaced_not_failed(driver, cluster):
+    # An agent SIGKILLed while it created the container: the engine finished the create after this driver's
+    # claim had looked, so the name is taken by a container never started. Starting the run replaces it.
+    wanted = spec(shell("echo replaced; sleep 30"))
+    client = engine()
+    left = client.create_container(
+        IMAGE,
+        command=["true"],
+        name=f"hv-{wanted.deployment_id}-1",
+        labels={
+            "hypervisor.deployment": wanted.deployment_id,
+            "hypervisor.generation": "1",
+            "hypervisor.cluster": cluster,
+        },
+        host_config=client.create_host_config(network_mode="none"),
+    )
+    run = driver.start(wanted)
+    assert driver.result(run) is None, driver.result(run)
+    (found,) = client.containers(all=True, filters={"label": f"hypervisor.cluster={cluster}"})
+    assert found["Id"] == run.container != left["Id"] and found["State"] == "running"
+
+
 def test_starting_a_run_twice_starts_one_container(driver, cluster):
     wanted = spec(["sleep", "30"])
     assert driver.start(wanted) == driver.start(wanted)

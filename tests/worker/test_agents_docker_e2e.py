@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from agent.reconcile import NOT_WANTED_REASON
-from tests.agent.docker_engine import IMAGE, engine, remove_cluster_containers
+from tests.agent.docker_engine import IMAGE, EngineProxy, engine, remove_cluster_containers, restart_engine
 from tests.worker import test_agents_e2e as e2e
 from tests.worker.conftest import wait_for
 
@@ -229,3 +229,91 @@ def test_twenty_containers_through_one_agent_never_exceed_the_cluster(api, host)
         f"\ncontainer start latency, admission -> running (s): min {min(latencies):.2f}, "
         f"median {statistics.median(latencies):.2f}, max {max(latencies):.2f} over {len(latencies)}"
     )
+
+
+def test_the_runtime_shows_the_container_id_docker_ps_shows(api, host):
+    cluster, start_agent = host()
+    start_agent()
+    deployment = submit(api, cluster, "shown", "sleep 30", grace_seconds=1)
+    running = api.wait_runtime(deployment, "running", timeout=30)
+    (container,) = containers(cluster)
+    assert running["runtime"]["container"] == container["Id"] and len(container["Id"]) == 64
+
+
+@pytest.mark.parametrize("moment", ["after create, before start", "just after start"])
+def test_an_agent_killed_while_it_starts_a_container_leaves_one_container_and_one_run(
+    api, host, monkeypatch, tmp_path, moment
+):
+    """SIGKILL through a proxy to the engine that sees the agent's start request: deterministic moments."""
+    cluster, start_agent = host()
+    victim = []
+
+    def kill_at_start(request: bytes) -> bool:
+        if not (victim and request.startswith(b"POST ") and b"/start HTTP/1.1" in request.split(b"\r\n", 1)[0]):
+            return False
+        agent = victim.pop()
+        if moment == "after create, before start":
+            agent.process.kill()  # SIGKILL; the engine never gets the start
+            agent.process.wait()
+            return True
+        threading.Timer(0.05, agent.process.kill).start()  # the engine starts it; its agent dies meanwhile
+        return False
+
+    proxy = EngineProxy(str(tmp_path / "engine.sock"), kill_at_start)
+    with monkeypatch.context() as patch:
+        patch.setenv("DOCKER_HOST", proxy.address)  # this agent only
+        first = start_agent()
+    victim.append(first)
+    deployment = submit(api, cluster, "once", "echo begin; sleep 3; echo end", grace_seconds=1)
+    assert first.process.wait(30) == -9
+    proxy.close()
+    state = "created" if moment.startswith("after create") else "running"
+    left = wait_for(lambda: containers(cluster, all=True), lambda found: [item["State"] for item in found] == [state])
+    assert [item["State"] for item in left] == [state], left
+    assert api.get(deployment)["runtime"]["state"] == "pending"  # never reported running
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(len(containers(cluster, all=True)))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        again = start_agent()  # the same name, so the same state dir
+        finished = api.wait_status(deployment, "completed", "failed", timeout=60)
+    finally:
+        done.set()
+        sampler.join()
+    assert finished["status"] == "completed" and finished["generation"] == 1, finished
+    assert max(samples) == 1, samples  # never a second container for the run
+    assert [event["type"] for event in api.events(deployment)].count("running") == 1
+    assert wait_for(lambda: api.logs(deployment), lambda body: body["logs"])["logs"] == "begin\nend\n"
+    if moment == "just after start":
+        assert f"adopted {deployment} generation 1 (container {left[0]['Id'][:12]})" in again.log()
+        assert finished["runtime"]["container"] == left[0]["Id"]
+    else:
+        assert f"started {deployment} generation 1" in again.log()
+    wait_for(lambda: containers(cluster, all=True), lambda found: found == [])
+
+
+def test_an_engine_restarted_mid_run_ends_the_run_which_is_retried_without_a_duplicate(api, host):
+    cluster, start_agent = host()
+    agent = start_agent()
+    # Generation 1 runs until the engine stops it (its TERM exits 7); the retry, generation 2, completes.
+    script = 'if [ "$HV_GENERATION" = 1 ]; then trap "exit 7" TERM; while true; do sleep 0.1; done; fi; echo retried'
+    deployment = submit(api, cluster, "survivor", script, max_retries=1, grace_seconds=1)
+    first = api.wait_runtime(deployment, "running", timeout=30)
+    (container,) = containers(cluster)
+    restart_engine()
+    stopped = engine().inspect_container(container["Id"])["State"]
+    assert (stopped["Status"], stopped["ExitCode"]) == ("exited", 7)  # no restart policy: it stays exited
+    done = api.wait_status(deployment, "completed", "failed", timeout=60)
+    assert done["status"] == "completed" and done["generation"] == 2, done
+    assert first["runtime"]["container"] == container["Id"] != done["runtime"]["container"]
+    reasons = [event["message"] for event in api.events(deployment)]
+    assert any("exit code 7" in reason for reason in reasons), reasons
+    assert agent.process.poll() is None  # the agent rode it out
+    assert wait_for(lambda: api.logs(deployment), lambda body: body["logs"])["logs"] == "retried\n"
+    wait_for(lambda: containers(cluster, all=True), lambda found: found == [])
