@@ -72,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--gpus", metavar="0,1,…", default="", help="this host's GPU ids, comma-separated, e.g. 0,1,2,3 (default: none)"
     )
+    command.add_argument(
+        "--network",
+        metavar="MODE",
+        default=environment.get("HV_AGENT_NETWORK"),
+        help="docker driver: the network mode of the containers, e.g. none, host, bridge or a network's name "
+        "(env HV_AGENT_NETWORK; default: the engine's default)",
+    )
     command.add_argument("--version", action="version", version=f"hypervisor agent {__version__}")
     return command
 
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock(state_dir)
-        driver = create(args.driver, state_dir=state_dir, gpus=gpus)
+        driver = create(args.driver, state_dir=state_dir, gpus=gpus, network=args.network or None)
         client = Client(args.api, args.token)
     except (DriverUnavailable, OSError, ValueError) as error:
         print(f"python -m agent: error: {error}", file=sys.stderr)

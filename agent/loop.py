@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from agent.client import LeaseHeld, Unauthorized, Unavailable
-from agent.drivers.base import Driver, Result, Run, RunSpec
+from agent.drivers.base import Driver, DriverUnavailable, Result, Run, RunSpec
 from agent.protocol import AgentInfo, Report, RunItem, RunKey, SyncResponse, sync_request
 from agent.reconcile import LOST_MESSAGE, Observed, reconcile
 
@@ -69,7 +69,9 @@ class Agent:
         for run in self.driver.runs():
             result = self.driver.result(run)
             if result is None:
-                reports.append(Report(run.deployment_id, run.generation, "running", _iso(run.started_at)))
+                reports.append(
+                    Report(run.deployment_id, run.generation, "running", _iso(run.started_at), container=run.container)
+                )
                 continue
             if run.key not in self._logged_endings:
                 self._logged_endings.add(run.key)
@@ -83,6 +85,7 @@ class Agent:
                     exit_code=result.exit_code,
                     message=result.message,
                     logs=result.logs,
+                    container=run.container,
                 )
             )
         return reports + list(self.reports_without_run.values())
@@ -103,7 +106,8 @@ class Agent:
         except Unavailable as error:
             return self._unreachable(error)
         self._synced(desired, reports)
-        self._reconcile(desired)
+        if self._claim(desired.cluster_id):
+            self._reconcile(desired)
         return self.jitter(0.8 * self.sync_seconds, 1.2 * self.sync_seconds)
 
     def run_forever(self, stopping: threading.Event) -> None:
@@ -151,6 +155,19 @@ class Agent:
         self.fence_seconds = desired.fence_seconds
         self.final_reported.update(report.key for report in reports if report.final)
 
+    def _claim(self, cluster_id: str) -> bool:
+        """Let the driver adopt the cluster's runs it finds (the first time); False when it cannot look now:
+        acting on the desired state without knowing what runs would start runs twice."""
+        try:
+            adopted = self.driver.claim(cluster_id)
+        except DriverUnavailable as error:
+            log.error("cannot see what runs here, nothing started or stopped this time: %s", error)
+            return False
+        for run in adopted:
+            where = f" ({run.handle})" if run.handle else ""
+            log.info("adopted %s generation %s%s", run.deployment_id, run.generation, where)
+        return True
+
     def _reconcile(self, desired: SyncResponse) -> None:
         runs = {run.key: run for run in self.driver.runs()}
         observed = [
@@ -183,6 +200,8 @@ class Agent:
 
     def _start(self, item: RunItem) -> None:
         run = self.driver.start(_spec(item))
+        if run.preparing:
+            return
         result = self.driver.result(run)
         if result is not None and result.state == "failed":
             self._logged_endings.add(run.key)

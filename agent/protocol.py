@@ -44,6 +44,7 @@ class Report:
     exit_code: int | None = None
     message: str | None = None
     logs: str | None = None
+    container: str | None = None
 
     @property
     def key(self) -> RunKey:
@@ -65,6 +66,8 @@ class Report:
             body["exit_code"] = self.exit_code
         if self.message is not None:
             body["message"] = self.message
+        if self.container is not None:
+            body["container"] = self.container
         if self.logs is not None:
             body["logs"] = self.logs
         return body

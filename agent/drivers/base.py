@@ -43,7 +43,13 @@ class Run:
     grace_seconds: float
     # The driver's own name for it: a process id, a container id.
     handle: str | None = None
+    # The runtime's id of the run, reported to the server as `runtime.container`: the container id
+    # (docker); None for a process (its pid is in the agent's log, and means nothing off this host).
+    container: str | None = None
     stopping: bool = False
+    # Not started yet: the driver is preparing it (docker: pulling its image). Such a run is not in
+    # runs(); a later start() with the same spec starts it once it is ready.
+    preparing: bool = False
 
     @property
     def key(self) -> RunKey:
@@ -75,6 +81,12 @@ class Driver(Protocol):
 
     def recover(self) -> list[Run]:
         """At startup: adopt the runs a previous agent left that can be adopted, clean up the rest."""
+        ...
+
+    def claim(self, cluster_id: str) -> list[Run]:
+        """After each successful sync: the cluster this agent holds. A driver whose runs outlive their
+        agent adopts that cluster's runs it finds (the first time; returns them); the others return [].
+        Raises DriverUnavailable when it cannot look (the loop then skips this sync's reconcile)."""
         ...
 
     def runs(self) -> list[Run]:

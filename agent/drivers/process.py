@@ -84,6 +84,10 @@ class ProcessDriver:
             record_path.with_suffix(".log").unlink(missing_ok=True)
         return []
 
+    def claim(self, cluster_id: str) -> list[Run]:
+        """Nothing to adopt: runs end with their agent."""
+        return []
+
     def runs(self) -> list[Run]:
         with self._lock:
             return [entry.run for entry in self._entries.values()]
@@ -226,15 +230,21 @@ def tail(path: Path, limit: int = LOGS_LIMIT_BYTES) -> str:
     try:
         with open(path, "rb") as file:
             size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - limit))
-            data = file.read(limit)
+            file.seek(max(0, size - limit - 1))
+            data = file.read(limit + 1)
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
+    return text_tail(data, limit)
+
+
+def text_tail(data: bytes, limit: int = LOGS_LIMIT_BYTES) -> str:
+    """The last `limit` bytes of `data` as text (invalid UTF-8 replaced), never more than `limit` bytes."""
+    cut = len(data) > limit
+    text = data[-limit:].decode("utf-8", errors="replace")
     encoded = text.encode("utf-8")
     if len(encoded) > limit:
         text = encoded[-limit:].decode("utf-8", errors="ignore")
-    if size > limit:
+    if cut:
         text = text.lstrip("\ufffd")  # the first character, cut in the middle
     return text
 

@@ -82,6 +82,7 @@ class AgentSync(MethodView):
                 at=item["at"],
                 exit_code=item["exit_code"],
                 message=item["message"],
+                container=item["container"],
                 logs=item["logs"],
             )
             for item in body["deployments"]

@@ -9,6 +9,7 @@ MAX_REPORTS = 1000
 REPORT_STATES = ("running", "exited", "stopped", "failed")
 INT32_MAX = 2**31 - 1  # the columns' integer type
 FREE_TEXT = ("logs", "message")
+CONTAINER_MAX_LENGTH = 255  # deployments.runtime_container
 
 
 class AgentTokenIn(Schema):
@@ -46,6 +47,15 @@ class ReportIn(Schema):
     )
     message = ma.fields.String(load_default=None, allow_none=True, metadata={NUL_REPLACED: True})
     at = ma.fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
+    container = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Length(min=1, max=CONTAINER_MAX_LENGTH),
+        metadata={
+            "description": "The runtime's id of the run (docker: the container id), shown as `runtime.container` "
+            "once a `running` report arrives; null when the runtime has none (process)."
+        },
+    )
     logs = ma.fields.String(
         load_default=None,
         allow_none=True,

@@ -88,7 +88,13 @@ class RuntimeOut(Schema):
         },
     )
     agent = ma.fields.String(required=True, allow_none=True, metadata={"description": "The agent running it."})
-    container = ma.fields.String(required=True, allow_none=True)
+    container = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The run's container id (docker driver), as its agent reported it; null for a process."
+        },
+    )
     started_at = ma.fields.AwareDateTime(required=True, allow_none=True, format="iso")
     exit_code = ma.fields.Integer(required=True, allow_none=True)
     message = ma.fields.String(required=True, allow_none=True)

@@ -322,6 +322,7 @@ class Report:
     exit_code: int | None = None
     message: str | None = None
     logs: str | None = None
+    container: str | None = None  # the runtime's id of the run (docker: the container id)
 
 
 def sync(*, session: Session, token: AgentToken, agent: AgentInfo, reports: list[Report]) -> dict:
@@ -501,6 +502,7 @@ def _apply_one(session: Session, cluster: Cluster, deployment: Deployment, agent
         if state == RuntimeState.PENDING.value:
             deployment.runtime_state = RuntimeState.RUNNING.value
             deployment.runtime_agent = agent.name
+            deployment.runtime_container = report.container
             deployment.runtime_started_at = report.at or utcnow()
             transitions.record(
                 session, deployment, event="running", message=f"Running on agent {agent.name}.", actor=actor
@@ -508,6 +510,7 @@ def _apply_one(session: Session, cluster: Cluster, deployment: Deployment, agent
             session.flush()
         return
     deployment.runtime_agent = deployment.runtime_agent or agent.name
+    deployment.runtime_container = deployment.runtime_container or report.container
     deployment.runtime_exit_code = report.exit_code
     deployment.runtime_message = report.message[:MESSAGE_LIMIT] if report.message else None
     if state == RuntimeState.STOPPING.value:

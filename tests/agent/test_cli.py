@@ -51,9 +51,17 @@ def read_until(process: subprocess.Popen, text: str) -> list[str]:
 def test_help_lists_the_flags():
     finished = agent("--help")
     assert finished.returncode == 0
-    for flag in ("--api URL", "--token TOKEN", "--driver docker|process", "--name NAME", "--state-dir DIR", "--gpus"):
+    for flag in (
+        "--api URL",
+        "--token TOKEN",
+        "--driver docker|process",
+        "--name NAME",
+        "--state-dir DIR",
+        "--gpus",
+        "--network MODE",
+    ):
         assert flag in finished.stdout
-    for variable in ("HV_API", "HV_AGENT_TOKEN", "HV_AGENT_DRIVER", "HV_AGENT_NAME"):
+    for variable in ("HV_API", "HV_AGENT_TOKEN", "HV_AGENT_DRIVER", "HV_AGENT_NAME", "HV_AGENT_NETWORK"):
         assert variable in finished.stdout
 
 
@@ -64,9 +72,16 @@ def test_a_missing_token_is_a_clear_usage_error(tmp_path):
 
 
 def test_the_environment_stands_in_for_the_flags(tmp_path):
-    finished = agent("--state-dir", str(tmp_path), HV_API=UNREACHABLE, HV_AGENT_DRIVER="docker", HV_AGENT_TOKEN="t")
+    finished = agent(
+        "--state-dir",
+        str(tmp_path),
+        HV_API=UNREACHABLE,
+        HV_AGENT_DRIVER="docker",
+        HV_AGENT_TOKEN="t",
+        DOCKER_HOST="unix:///nonexistent/docker.sock",
+    )
     assert finished.returncode == 2
-    assert "the docker driver is not available yet" in finished.stderr
+    assert "cannot reach the Docker engine" in finished.stderr
 
 
 def test_an_unknown_driver_is_refused():

@@ -75,13 +75,13 @@ def test_an_answer_that_is_not_an_object_is_refused():
 
 def test_the_request_carries_the_agent_and_its_reports():
     reports = [
-        Report("d-1", 3, "running", "2030-01-01T00:00:00Z"),
+        Report("d-1", 3, "running", "2030-01-01T00:00:00Z", container="f00d" * 16),
         Report("d-2", 1, "exited", "2030-01-01T00:00:01Z", exit_code=0, logs="done\n"),
     ]
     assert sync_request(AgentInfo("host-1", "process", "0.1.0"), reports) == {
         "agent": {"name": "host-1", "driver": "process", "version": "0.1.0"},
         "deployments": [
-            {"id": "d-1", "generation": 3, "state": "running", "at": "2030-01-01T00:00:00Z"},
+            {"id": "d-1", "generation": 3, "state": "running", "at": "2030-01-01T00:00:00Z", "container": "f00d" * 16},
             {
                 "id": "d-2",
                 "generation": 1,

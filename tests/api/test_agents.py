@@ -300,6 +300,22 @@ def test_a_running_report_marks_the_run_running_once(client, session, token, run
     assert runtime["started_at"].startswith("2026-11-23T10:00:00")
 
 
+def test_the_container_of_the_running_report_is_the_runtimes_container(client, session, token, running, org):
+    container = "c0ffee" * 10 + "beef"  # a Docker container id: 64 hex digits
+    assert sync(client, token, [report(running, "running", container=container)]).status_code == 200
+    runtime = client.get(f"/api/v1/deployments/{running.id}", headers=org[1].headers).json["runtime"]
+    assert (runtime["state"], runtime["container"]) == ("running", container)
+    final = report(running, "exited", exit_code=0, container=container)
+    assert sync(client, token, [final]).status_code == 200
+    assert fresh(session, running).status == "completed" and fresh(session, running).runtime_container == container
+
+
+def test_a_run_that_ended_before_it_was_reported_running_keeps_its_container(client, session, token, running):
+    final = report(running, "exited", exit_code=3, container="abc123")
+    assert sync(client, token, [final]).status_code == 200
+    assert fresh(session, running).runtime_container == "abc123"
+
+
 def test_exit_0_completes_frees_and_keeps_the_logs(client, session, cluster, token, running, org):
     final = report(running, "exited", exit_code=0, logs="epoch 1\nepoch 2\n")
     answer = sync(client, token, [final]).json
@@ -489,6 +505,9 @@ def test_a_malformed_sync_is_422_and_changes_nothing(client, session, token, bod
         {"state": "running", "generation": 2**40},
         {"state": "running", "at": "yesterday"},
         {"state": "running", "logs": 5},
+        {"state": "running", "container": 5},
+        {"state": "running", "container": ""},
+        {"state": "running", "container": "c" * 256},
     ],
 )
 def test_a_malformed_report_is_422_and_applies_nothing(client, session, token, running, fields):

@@ -48,3 +48,12 @@ def test_the_api_and_the_workers_share_figures_through_a_directory_empty_at_each
     for name in ("api", "worker"):
         directory = SERVICES[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
         assert directory in SERVICES[name]["tmpfs"], name
+
+
+def test_the_docker_agent_is_an_opt_in_service_with_the_engine_socket_and_no_default_token():
+    agent = SERVICES["agent"]
+    assert agent["profiles"] == ["agent"]  # `docker compose up` does not start it
+    assert "--driver" in agent["command"] and "docker" in agent["command"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in agent["volumes"]
+    assert agent["environment"]["HV_AGENT_TOKEN"] == "${HV_AGENT_TOKEN:-}"
+    assert "root on the host" in (ROOT / "docker-compose.yml").read_text()

@@ -42,14 +42,16 @@ def served(app, clean, short_agent_settings):
 
 
 class AgentProcess:
-    """`python -m agent --driver process` as an operator starts it, with a state dir of its own."""
+    """`python -m agent --driver process` (or another driver) as an operator starts it, with a state dir of
+    its own."""
 
-    def __init__(self, url, token, name, state_dir, log_path):
+    def __init__(self, url, token, name, state_dir, log_path, driver="process", arguments=()):
         self.name, self.log_path = name, log_path
         env = {**os.environ, "HV_AGENT_TOKEN": token, "LOG_LEVEL": "INFO"}
-        with open(log_path, "w") as log:
+        command = [PYTHON, "-m", "agent", "--api", url, "--driver", driver, "--name", name, "--state-dir", state_dir]
+        with open(log_path, "a") as log:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "agent", "--api", url, "--driver", "process", "--name", name, "--state-dir", state_dir],
+                [*command, *arguments],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -75,8 +77,8 @@ def agents(served, tmp_path):
     """Start agents against the served API; every one is stopped after the test."""
     started = []
 
-    def start(token, name="host-1"):
-        agent = AgentProcess(served, token, name, tmp_path / name, tmp_path / f"{name}.log")
+    def start(token, name="host-1", driver="process", arguments=()):
+        agent = AgentProcess(served, token, name, tmp_path / name, tmp_path / f"{name}.log", driver, arguments)
         started.append(agent)
         return agent
 
