@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
-from shared.agents import service as agents
 from shared.clusters.models import AGENT
 from shared.deployments import service as deployments
-from shared.deployments.models import Deployment, RuntimeState, Status
+from shared.deployments.models import Deployment, Status
 from shared.resources import Resources
 from shared.scheduling.algorithm import Candidate, DependencyState, Running, plan_pass
-from shared.scheduling.passes import read_cluster_state
+from shared.scheduling.passes import read_cluster_state, two_phase_inputs
 from shared.timeutil import utcnow
 
 # The submission's id in the plan: not a UUID, so no stored deployment can have it.
@@ -67,23 +66,12 @@ def dry_run(*, session: Session, cluster, submission: deployments.Submission) ->
     candidate = Candidate(
         DRY_RUN_ID, submission.name, submission.priority, submission.resources, created, tuple(own_dependencies)
     )
-    agent_inputs = {}
-    if cluster.runtime == AGENT:
-        stopping = session.scalars(
-            select(cast(Deployment.id, Text)).where(
-                Deployment.cluster_id == cluster.id,
-                Deployment.status == Status.RUNNING.value,
-                Deployment.runtime_state == RuntimeState.STOPPING.value,
-            )
-        ).all()
-        agent_inputs = {
-            "stopping": set(stopping),
-            "two_phase": True,
-            "admissions_paused": agents.admissions_paused_reason(session, cluster),
-        }
+    # On an agent cluster, the same inputs as the pass: runs stopping, open nominations, paused admissions.
+    running = [d for d in rows if d.status == Status.RUNNING.value]
+    agent_inputs = two_phase_inputs(session, cluster, running) if cluster.runtime == AGENT else {}
     plan = plan_pass(
         cluster.capacity,
-        [Running(d.id, d.name, d.priority, _resources(d), d.started) for d in rows if d.status == Status.RUNNING.value],
+        [Running(d.id, d.name, d.priority, _resources(d), d.started) for d in running],
         [
             *(
                 Candidate(d.id, d.name, d.priority, _resources(d), d.created, tuple(depends_on.get(d.id, ())))

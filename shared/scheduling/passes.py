@@ -202,7 +202,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
             for d in queued
         ],
         states,
-        **(_two_phase_inputs(session, cluster, running) if cluster.runtime == AGENT else {}),
+        **(two_phase_inputs(session, cluster, running) if cluster.runtime == AGENT else {}),
     )
     keep(lock)
 
@@ -232,7 +232,7 @@ def apply_pass(session: Session, cluster_id: uuid.UUID, lock=None) -> PassOutcom
     return outcome
 
 
-def _two_phase_inputs(session: Session, cluster, running: list) -> dict:
+def two_phase_inputs(session: Session, cluster, running: list) -> dict:
     """What plan_pass needs on an agent cluster: runs still stopping, open nominations, paused admissions."""
     stopping = [d.id for d in running if d.runtime_state == RuntimeState.STOPPING.value]
     nominations: dict[str, list[str]] = {}
