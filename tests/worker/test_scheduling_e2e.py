@@ -5,7 +5,8 @@ def test_a_deployment_that_fits_starts(api):
     cluster = api.cluster()
     deployment = api.wait_status(api.submit(cluster, "train", gpu=2), "running")
     assert deployment["status"] == "running" and deployment["attempts"] == 1 and deployment["started_at"]
-    assert deployment["reason"] is None
+    # A running deployment's reason says since when it runs (no run_seconds here: no "completes at").
+    assert deployment["reason"].startswith("Running since ") and "completes at" not in deployment["reason"]
     assert api.cluster_state(cluster)["allocated"]["gpu"] == 2
 
 
